@@ -1,0 +1,66 @@
+"""`embed` method: sentence embeddings + a trained linear head."""
+
+from __future__ import annotations
+
+import json
+
+from batchlabel.encoders import resolve_encoder
+from batchlabel.errors import BatchlabelError
+from batchlabel.fingerprint import stable_hash
+from batchlabel.heads import CONFIG_FILE, LinearHead
+from batchlabel.methods.base import Labeler, LabelOutput
+from batchlabel.spec import EmbedMethod, JobSpec
+from batchlabel.storage import StorageSettings, join
+
+
+def check_head_config(spec: JobSpec, config: dict) -> None:
+    """The head must have been trained for this label set and encoder."""
+    assert isinstance(spec.method, EmbedMethod)
+    if config.get("labels") != spec.label_names:
+        raise BatchlabelError(
+            f"The head at {spec.head_path()} was trained for labels {config.get('labels')}, "
+            f"but the job's label set is {spec.label_names}. Retrain with `batchlabel train`."
+        )
+    encoder = config.get("encoder", spec.method.encoder)
+    if encoder != spec.method.encoder:
+        raise BatchlabelError(f"The head at {spec.head_path()} was trained on encoder {encoder}, not {spec.method.encoder}.")
+
+
+class EmbedLabeler(Labeler):
+    @staticmethod
+    def preflight(spec: JobSpec, storage: StorageSettings) -> None:
+        assert isinstance(spec.method, EmbedMethod)
+        url = join(spec.head_path(), CONFIG_FILE)
+        if not storage.exists(url):
+            raise BatchlabelError(
+                f"No trained head at {spec.head_path()} (missing {CONFIG_FILE}). Run `batchlabel train JOB.yaml` "
+                "first, or set train.inline: true."
+            )
+        check_head_config(spec, json.loads(storage.read_bytes(url)))
+        if not spec.method.encoder.startswith("s3://"):
+            resolve_encoder(spec.method.encoder, storage)
+
+    def __init__(self, spec: JobSpec):
+        from batchlabel.encoders import SentenceEncoder
+
+        assert isinstance(spec.method, EmbedMethod)
+        storage = StorageSettings.from_spec(spec.storage)
+        self.labels = spec.label_names
+        self.head = LinearHead.load(spec.head_path(), storage)
+        check_head_config(spec, {"labels": self.head.labels, **self.head.meta})
+        self.encode_batch_size = spec.method.encode_batch_size
+        self.encoder = SentenceEncoder(spec.method.encoder, storage, max_length=spec.method.max_length)
+        self.fingerprint = stable_hash(
+            {
+                "method": "embed",
+                "encoder": self.encoder.identity,
+                "max_length": spec.method.max_length,
+                "head": self.head.digest(),
+                "labels": self.labels,
+            }
+        )
+
+    def label(self, texts: list[str]) -> LabelOutput:
+        features, truncated = self.encoder.encode(texts, batch_size=self.encode_batch_size)
+        probs = self.head.predict_proba(features)
+        return LabelOutput.from_probs(probs, self.labels, truncated)

@@ -1,0 +1,67 @@
+"""Start (and stop) a loopback-only local Ray, or connect to the cluster in $RAY_ADDRESS."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from batchlabel.spec import RuntimeSpec
+
+READ_TASK_CPUS = 0.25  # CPU reserved by each read task; actors never take the last of it (no deadlock)
+
+
+@dataclass(frozen=True)
+class ClusterResources:
+    cpus: float
+    gpus: float
+    started_here: bool
+
+
+def actor_cpus(runtime: RuntimeSpec, cluster: ClusterResources) -> float:
+    """CPUs to reserve per actor so that read tasks can always be scheduled (see DESIGN.md §4)."""
+    if not cluster.started_here:
+        return runtime.cpus_per_actor
+    room = max(0.1, (cluster.cpus - READ_TASK_CPUS * 2) / runtime.actors)
+    return min(runtime.cpus_per_actor, room)
+
+
+def actor_threads(runtime: RuntimeSpec, cluster: ClusterResources) -> int:
+    if runtime.threads_per_actor:
+        return runtime.threads_per_actor
+    if cluster.started_here:
+        return max(1, int(cluster.cpus // runtime.actors))
+    return max(1, int(round(runtime.cpus_per_actor)))
+
+
+@contextmanager
+def ray_session(runtime: RuntimeSpec, verbose: bool = False) -> Iterator[ClusterResources]:
+    """A Ray connection for the duration of a job. Local Ray listens on 127.0.0.1 only."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        common = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
+        if address:
+            ray.init(address=address, **common)
+        else:
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            ray.init(
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                object_store_memory=runtime.object_store_mb * 1024 * 1024,
+                _node_ip_address="127.0.0.1",
+                **common,
+            )
+            started = True
+    if not verbose:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    resources = ray.cluster_resources()
+    try:
+        yield ClusterResources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), started)
+    finally:
+        if started:
+            ray.shutdown()
