@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -105,7 +106,6 @@ def list_input_files(spec: InputSpec, storage: StorageSettings) -> list[InputFil
 def read_file(file: InputFile, storage: StorageSettings, columns: list[str] | None = None) -> pa.Table:
     """Read one whole input file as an Arrow table (optionally only some columns)."""
     import pyarrow.csv as pcsv
-    import pyarrow.json as pjson
     import pyarrow.parquet as pq
 
     try:
@@ -119,13 +119,40 @@ def read_file(file: InputFile, storage: StorageSettings, columns: list[str] | No
             parse = pcsv.ParseOptions(newlines_in_values=True)
             table = pcsv.read_csv(io.BytesIO(data), read_options=read, parse_options=parse, convert_options=convert)
         else:
-            table = pjson.read_json(io.BytesIO(data), read_options=pjson.ReadOptions(block_size=1 << 24))
+            table = _read_jsonl(data, file.url)
             if columns:
                 table = table.select([c for c in columns if c in table.column_names])
         return table
     except (pa.ArrowInvalid, OSError, KeyError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"Cannot read {file.format} file {file.url}: {message}") from None
+
+
+def _column_array(values: list) -> pa.Array:
+    """An Arrow array of JSON values; mixed types fall back to strings (JSON-encoded non-strings)."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())
+
+
+def _read_jsonl(data: bytes, url: str) -> pa.Table:
+    """JSON Lines, one object per line, tolerant of mixed value types across rows."""
+    rows = []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"Cannot read jsonl file {url}: line {number} is not valid JSON ({err.msg}).") from None
+        if not isinstance(row, dict):
+            raise InputError(f"Cannot read jsonl file {url}: line {number} is not a JSON object.")
+        rows.append(row)
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    return pa.table({name: _column_array([row.get(name) for row in rows]) for name in names})
 
 
 def in_split(ids: pa.Array, split: SplitSpec | None) -> pa.Array:

@@ -79,13 +79,202 @@ class EmbedMethod(StrictModel):
     )
 
 
-MethodSpec = Annotated[Union[EmbedMethod], Field(discriminator="name")]
+class EngineSpec(StrictModel):
+    """What runs the LLM (prompt and score methods). Fields that an engine does not use are ignored by it."""
+
+    name: Literal["hf", "vllm", "openai", "together"] = Field(
+        description="hf = transformers; vllm = offline vllm.LLM in the actor; openai = any OpenAI-compatible "
+        "server; together = langchain-together ChatTogether."
+    )
+    model: str = Field(
+        description="Model: a local HF directory, an s3:// prefix (downloaded to a local cache) or a hub id; "
+        "for openai/together the model name the server knows."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype for hf/vllm (fp32 is fastest on CPU)."
+    )
+    max_model_len: int = Field(2048, ge=64, description="Context length (prompt + answer) for hf/vllm.")
+    max_article_tokens: int = Field(
+        384, ge=8, description="Each article is cut to this many tokens before it enters a prompt (flagged truncated)."
+    )
+    batch_size: int = Field(8, ge=1, description="hf: prompts per generate/forward call.")
+    prefix_caching: bool = Field(True, description="vllm: automatic prefix caching of the shared prompt prefix.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model (tensor parallel).")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vllm on GPU: share of GPU memory it may use.")
+    structured_backend: Literal["auto", "xgrammar", "guidance", "outlines"] = Field(
+        "auto", description="vllm: structured-output backend."
+    )
+    base_url: str | None = Field(None, description="openai/together: server URL, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="openai/together: environment variable holding the API key (never in the spec)."
+    )
+    concurrency: int = Field(4, ge=1, le=256, description="openai/together: requests in flight per actor.")
+    timeout_s: float = Field(60.0, gt=0, description="openai/together: timeout of one request.")
+    request_retries: int = Field(
+        4, ge=0, le=20, description="openai/together: retries with exponential backoff on 429/5xx/timeouts."
+    )
+    seed: int = Field(0, description="Sampling seed (decoding is greedy; the seed only matters for ties).")
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> "EngineSpec":
+        if self.name == "openai" and not self.base_url:
+            raise ValueError("engine.base_url is required for the openai engine (e.g. http://127.0.0.1:8000/v1)")
+        return self
+
+
+class FewShotSourceSpec(StrictModel):
+    """Labeled examples for few-shot prompts."""
+
+    path: str = Field(description="Parquet/CSV/JSONL file (local path or s3://) with labeled examples.")
+    text_column: str = Field("text", description="Column holding the example text.")
+    gold_column: str = Field("label", description="Column holding the example's label.")
+    id_column: str | None = Field(None, description="Column holding example ids (needed by strategy 'fixed' with ids).")
+
+
+class FewShotSpec(StrictModel):
+    """Few-shot examples placed before the article, as earlier user/assistant turns."""
+
+    k: int = Field(4, ge=1, le=64, description="Number of examples per prompt.")
+    strategy: Literal["fixed", "random", "stratified", "nearest"] = Field(
+        "stratified",
+        description="fixed = the first k rows (or `ids`); random = k random rows; stratified = round-robin over "
+        "labels; nearest = the k nearest rows to each article by sentence embedding (breaks the shared prefix).",
+    )
+    source: FewShotSourceSpec = Field(description="Where the labeled examples are.")
+    ids: list[str] | None = Field(None, description="strategy fixed: exactly these example ids, in this order.")
+    seed: int = Field(0, description="Seed for the random and stratified strategies.")
+    encoder: str = Field(BUNDLED_ENCODER, description="strategy nearest: sentence encoder used for the neighbours.")
+    max_example_tokens: int = Field(96, ge=8, description="Each example text is cut to this many tokens.")
+
+
+class PromptMethod(StrictModel):
+    """Prompted LLM classification with structured (Pydantic-validated) output, optionally many items per prompt."""
+
+    name: Literal["prompt"] = Field(description="Method name.")
+    engine: EngineSpec = Field(description="What runs the model.")
+    instructions: str | None = Field(None, description="Task instructions placed first in the system prompt.")
+    items_per_prompt: int = Field(
+        1, ge=1, le=64, description="Articles per prompt; >1 asks for a list of {id, label}, validated and re-asked."
+    )
+    few_shot: FewShotSpec | None = Field(None, description="Few-shot examples (none = zero-shot).")
+    rationale: bool = Field(False, description="Ask for a short rationale before the label (more output tokens).")
+    max_retries: int = Field(
+        2, ge=0, le=10, description="Re-asks of a failed single item; failed groups are first split in halves."
+    )
+    constrained: bool = Field(True, description="Constrained decoding (choice / JSON schema) where the engine allows it.")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Answer token budget; default: enough for the longest label (x items, + rationale)."
+    )
+
+
+class ScoreMethod(StrictModel):
+    """Log-probability of each label string as the assistant's answer; softmax over labels is the confidence."""
+
+    name: Literal["score"] = Field(description="Method name.")
+    engine: EngineSpec = Field(description="What runs the model (hf or vllm: needs token log-probabilities).")
+    instructions: str | None = Field(None, description="Task instructions placed first in the system prompt.")
+    variant: Literal["full", "first_token"] = Field(
+        "full", description="full = log-prob of the whole label (+ end of turn); first_token = its first token only."
+    )
+    calibrate: bool = Field(
+        False, description="Contextual calibration: subtract each label's score on content-free inputs."
+    )
+    calibration_inputs: list[str] = Field(
+        default_factory=lambda: ["N/A"], min_length=1, description="Content-free inputs used by calibrate."
+    )
+    few_shot: FewShotSpec | None = Field(None, description="Few-shot examples (none = zero-shot).")
+
+    @field_validator("engine")
+    @classmethod
+    def _needs_logprobs(cls, value: EngineSpec) -> EngineSpec:
+        if value.name not in ("hf", "vllm"):
+            raise ValueError("the score method needs prompt log-probabilities: use engine hf or vllm")
+        return value
+
+
+class ClassifierMethod(StrictModel):
+    """A trained sequence classifier: a fully fine-tuned model, or a LoRA adapter on its base (`batchlabel train`)."""
+
+    name: Literal["classifier"] = Field(description="Method name.")
+    model: str | None = Field(
+        None, description="Trained model directory (local or s3://) written by `batchlabel train`. Default: train.output."
+    )
+    base_model: str | None = Field(
+        None, description="LoRA only: override the base model recorded in the adapter (local dir, s3:// or hub id)."
+    )
+    merge_adapter: bool = Field(
+        False, description="LoRA only: merge the adapter into the base weights at load (faster; tiny numeric changes)."
+    )
+    engine: Literal["hf"] = Field("hf", description="What runs the model: hf = transformers (+ peft).")
+    max_length: int | None = Field(
+        None, gt=0, le=32768, description="Tokens kept per text; default: the max_length the model was trained with."
+    )
+    batch_size: int = Field(16, ge=1, description="Texts per forward pass; texts are sorted by length first.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype (fp32 is fastest on CPU)."
+    )
+
+
+MethodSpec = Annotated[
+    Union[EmbedMethod, PromptMethod, ScoreMethod, ClassifierMethod], Field(discriminator="name")
+]
+
+
+class LoraSpec(StrictModel):
+    """LoRA adapter settings (peft)."""
+
+    r: int = Field(16, ge=1, description="Rank of the LoRA update matrices.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Module names that get adapters (e.g. q_proj, v_proj), or 'all-linear'.",
+    )
+    qlora: bool = Field(False, description="Load the base in 4 bits (bitsandbytes, GPU only).")
 
 
 class TrainSpec(StrictModel):
     """How `batchlabel train` (or `run` with inline training) builds the model."""
 
-    method: Literal["head"] = Field("head", description="What to train: 'head' = linear head on embeddings.")
+    method: Literal["head", "lora", "full"] = Field(
+        "head",
+        description="What to train: 'head' = linear head on embeddings (method embed); 'lora' = LoRA adapter on "
+        "base_model used as a sequence classifier; 'full' = full fine-tune of base_model (method classifier).",
+    )
+    base_model: str | None = Field(
+        None,
+        description="lora/full: the model to fine-tune (local HF dir, s3://, 'bundled:all-MiniLM-L6-v2' or hub id).",
+    )
+    epochs: float = Field(3.0, gt=0, description="lora/full: training epochs.")
+    max_steps: int | None = Field(None, gt=0, description="lora/full: stop after this many optimizer steps.")
+    learning_rate: float = Field(2e-5, gt=0, description="lora/full: peak learning rate (LoRA likes ~1e-4..5e-4).")
+    batch_size: int = Field(16, ge=1, description="lora/full: training rows per device step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="lora/full: steps accumulated per optimizer step.")
+    weight_decay: float = Field(0.0, ge=0, description="lora/full: AdamW weight decay.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="lora/full: share of steps with linear LR warm-up.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="lora/full: learning-rate schedule after the warm-up."
+    )
+    max_length: int = Field(256, gt=0, le=32768, description="lora/full: tokens kept per training text.")
+    padding_side: Literal["left", "right"] = Field(
+        "right", description="lora/full: padding side used in training and labeling."
+    )
+    eval_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of the training rows held out for validation (stable hash of the id)."
+    )
+    eval_steps: int | None = Field(
+        None, gt=0, description="lora/full: evaluate + checkpoint every N steps (default: at the end of each epoch)."
+    )
+    early_stopping_patience: int | None = Field(
+        2, ge=1, description="lora/full: stop after N evaluations without a better validation loss (null = never)."
+    )
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings (method lora).")
+    checkpoint_dir: str | None = Field(
+        None, description="lora/full: local directory for Trainer checkpoints (default: '<output>.checkpoints')."
+    )
+    resume_from_checkpoint: bool | str = Field(
+        False, description="lora/full: true = resume from the last checkpoint in checkpoint_dir; or a checkpoint path."
+    )
     input: InputSpec = Field(description="Gold-labeled training data (gold_column is required).")
     output: str = Field(description="Directory (local or s3://) the trained model is written to.")
     inline: bool = Field(
@@ -101,6 +290,14 @@ class TrainSpec(StrictModel):
         if not value.gold_column:
             raise ValueError("train.input.gold_column must name the column with the gold labels")
         return value
+
+    @model_validator(mode="after")
+    def _needs_base(self) -> "TrainSpec":
+        if self.method in ("lora", "full") and not self.base_model:
+            raise ValueError(f"train.base_model is required for train.method {self.method!r}")
+        if self.lora.qlora and self.method != "lora":
+            raise ValueError("train.lora.qlora applies only to train.method 'lora'")
+        return self
 
 
 class RuntimeSpec(StrictModel):
@@ -162,8 +359,21 @@ class JobSpec(StrictModel):
                         f"labels: {spelling!r} appears twice (as {seen[key]!r} and in label {label.name!r})"
                     )
                 seen[key] = label.name
+        reserved = {"id", "label", "confidence", "error", "truncated", "labeler_fingerprint", "text_hash", "gold", "text"}
+        reserved |= {f"prob_{name}" for name in self.label_names}
+        for column in self.input.passthrough:
+            if column in reserved or column.startswith("_"):
+                raise ValueError(
+                    f"input.passthrough: column {column!r} clashes with an output column; rename it in the input"
+                )
         if isinstance(self.method, EmbedMethod) and self.method.head is None and self.train is None:
             raise ValueError("method.head is required when the spec has no train section")
+        if isinstance(self.method, ClassifierMethod) and self.method.model is None and self.train is None:
+            raise ValueError("method.model is required when the spec has no train section")
+        if self.train is not None:
+            wants = "embed" if self.train.method == "head" else "classifier"
+            if self.method.name in ("embed", "classifier") and self.method.name != wants:
+                raise ValueError(f"train.method {self.train.method!r} trains for method {wants!r}, not {self.method.name!r}")
         return self
 
     @property
@@ -174,6 +384,8 @@ class JobSpec(StrictModel):
         """The trained model location used by the method."""
         if isinstance(self.method, EmbedMethod) and self.method.head:
             return self.method.head
+        if isinstance(self.method, ClassifierMethod) and self.method.model:
+            return self.method.model
         assert self.train is not None
         return self.train.output
 

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 METHODS: dict[str, str] = {
     "embed": "batchlabel.methods.embed:EmbedLabeler",
+    "classifier": "batchlabel.methods.classifier:ClassifierLabeler",
 }
 
 
@@ -28,3 +29,10 @@ def preflight_method(spec: "JobSpec", storage) -> None:
     check = getattr(cls, "preflight", None)
     if check is not None:
         check(spec, storage)
+
+
+def labeler_fingerprint(spec: "JobSpec", storage) -> str:
+    """The fingerprint the labeler will stamp on every row, computed in the driver without loading models."""
+    module_name, _, class_name = METHODS[spec.method.name].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls.fingerprint_for(spec, storage)

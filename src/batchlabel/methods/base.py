@@ -50,6 +50,11 @@ class Labeler(ABC):
     #: hash of everything that decides this labeler's results (model, head, prompt, labels, params)
     fingerprint: str
 
+    @staticmethod
+    @abstractmethod
+    def fingerprint_for(spec, storage) -> str:
+        """The same fingerprint, computed in the driver without loading the model (used by nightly runs)."""
+
     @abstractmethod
     def label(self, texts: list[str]) -> LabelOutput:
         """Label non-empty texts. Row-level problems are reported in ``errors``, not raised."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from batchlabel.encoders import resolve_encoder
 from batchlabel.errors import BatchlabelError
@@ -40,6 +41,24 @@ class EmbedLabeler(Labeler):
         if not spec.method.encoder.startswith("s3://"):
             resolve_encoder(spec.method.encoder, storage)
 
+    @staticmethod
+    def fingerprint_for(spec: JobSpec, storage: StorageSettings) -> str:
+        """Hash of encoder (reference + config), max_length, head weights and label set; cheap, no model load."""
+        assert isinstance(spec.method, EmbedMethod)
+        encoder_dir = Path(resolve_encoder(spec.method.encoder, storage))
+        config = encoder_dir / "config.json"
+        head = LinearHead.load(spec.head_path(), storage)
+        return stable_hash(
+            {
+                "method": "embed",
+                "encoder": spec.method.encoder,
+                "encoder_config": json.loads(config.read_text()) if config.is_file() else None,
+                "max_length": spec.method.max_length,
+                "head": head.digest(),
+                "labels": spec.label_names,
+            }
+        )
+
     def __init__(self, spec: JobSpec):
         from batchlabel.encoders import SentenceEncoder
 
@@ -50,15 +69,7 @@ class EmbedLabeler(Labeler):
         check_head_config(spec, {"labels": self.head.labels, **self.head.meta})
         self.encode_batch_size = spec.method.encode_batch_size
         self.encoder = SentenceEncoder(spec.method.encoder, storage, max_length=spec.method.max_length)
-        self.fingerprint = stable_hash(
-            {
-                "method": "embed",
-                "encoder": self.encoder.identity,
-                "max_length": spec.method.max_length,
-                "head": self.head.digest(),
-                "labels": self.labels,
-            }
-        )
+        self.fingerprint = self.fingerprint_for(spec, storage)
 
     def label(self, texts: list[str]) -> LabelOutput:
         features, truncated = self.encoder.encode(texts, batch_size=self.encode_batch_size)

@@ -1,0 +1,144 @@
+"""`classifier` method: a sequence classifier trained by `batchlabel train` (full fine-tune or LoRA adapter).
+
+HF engine: transformers (+ peft for adapters, optionally merged into the base weights). Texts are
+tokenised exactly as in training (same truncation), sorted by length and run in padded batches
+under ``torch.inference_mode``; the softmax over the classification logits is the confidence.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from batchlabel.encoders import resolve_encoder
+from batchlabel.errors import BatchlabelError
+from batchlabel.fingerprint import stable_hash
+from batchlabel.methods.base import Labeler, LabelOutput
+from batchlabel.spec import ClassifierMethod, JobSpec
+from batchlabel.storage import StorageSettings, is_remote, local_model_dir
+
+
+def _marker(spec: JobSpec, storage: StorageSettings) -> dict[str, Any]:
+    from batchlabel.training.artifacts import read_marker
+
+    marker = read_marker(spec.head_path(), storage)
+    if marker.get("labels") != spec.label_names:
+        raise BatchlabelError(
+            f"The classifier at {spec.head_path()} was trained for labels {marker.get('labels')}, but the job's "
+            f"label set is {spec.label_names}. Retrain it with `batchlabel train`."
+        )
+    return marker
+
+
+def _base_reference(spec: JobSpec, marker: dict[str, Any]) -> str | None:
+    assert isinstance(spec.method, ClassifierMethod)
+    if marker.get("kind") != "lora":
+        return None
+    return spec.method.base_model or marker.get("base_model")
+
+
+def _local_config(reference: str | None, storage: StorageSettings) -> dict | None:
+    """config.json of a local base model (s3:// and hub references are identified by name only)."""
+    if reference is None or is_remote(reference):
+        return None
+    try:
+        path = Path(resolve_encoder(reference, storage)) / "config.json"
+    except BatchlabelError:
+        return None
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class ClassifierLabeler(Labeler):
+    @staticmethod
+    def preflight(spec: JobSpec, storage: StorageSettings) -> None:
+        marker = _marker(spec, storage)
+        base = _base_reference(spec, marker)
+        if base is not None and not is_remote(base):
+            resolve_encoder(base, storage)
+
+    @staticmethod
+    def fingerprint_for(spec: JobSpec, storage: StorageSettings) -> str:
+        """Hash of the artifact's file digests (from its marker), base model, labels and inference settings."""
+        assert isinstance(spec.method, ClassifierMethod)
+        marker = _marker(spec, storage)
+        base = _base_reference(spec, marker)
+        return stable_hash(
+            {
+                "method": "classifier",
+                "engine": spec.method.engine,
+                "kind": marker.get("kind"),
+                "files": marker.get("files"),
+                "base_model": base,
+                "base_config": _local_config(base, storage),
+                "merge_adapter": spec.method.merge_adapter if base else False,
+                "max_length": spec.method.max_length or marker.get("max_length"),
+                "dtype": spec.method.dtype,
+                "labels": spec.label_names,
+            }
+        )
+
+    def __init__(self, spec: JobSpec, device: str | None = None):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from batchlabel.training.tokens import prepare_tokenizer
+
+        assert isinstance(spec.method, ClassifierMethod)
+        hf_logging.disable_progress_bar()
+        storage = StorageSettings.from_spec(spec.storage)
+        marker = _marker(spec, storage)
+        self.torch = torch
+        self.labels = spec.label_names
+        self.batch_size = spec.method.batch_size
+        self.max_length = int(spec.method.max_length or marker["max_length"])
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = getattr(torch, spec.method.dtype)
+        local = local_model_dir(spec.head_path(), storage)
+        self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(local), marker.get("padding_side", "right"))
+        if marker["kind"] == "full":
+            model = AutoModelForSequenceClassification.from_pretrained(local, dtype=dtype)
+        else:
+            from peft import PeftModel
+
+            base_dir = resolve_encoder(_base_reference(spec, marker) or "", storage)
+            base = AutoModelForSequenceClassification.from_pretrained(
+                base_dir,
+                num_labels=len(self.labels),
+                id2label=dict(enumerate(self.labels)),
+                label2id={name: i for i, name in enumerate(self.labels)},
+                ignore_mismatched_sizes=True,
+                dtype=dtype,
+            )
+            base.config.pad_token_id = marker.get("pad_token_id", self.tokenizer.pad_token_id)
+            model = PeftModel.from_pretrained(base, local)
+            if spec.method.merge_adapter:
+                model = model.merge_and_unload()
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model = model.to(self.device).eval()
+        self.fingerprint = self.fingerprint_for(spec, storage)
+
+    def probabilities(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        """(n, n_labels) softmax probabilities in label-set order, and truncation flags."""
+        from batchlabel.training.tokens import tokenize
+
+        torch = self.torch
+        ids, truncated = tokenize(self.tokenizer, texts, self.max_length)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        probs = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, padding=True, return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                logits = self.model(**batch).logits.float()
+                probs[chunk] = torch.softmax(logits, dim=-1).cpu().numpy()
+        return probs, truncated
+
+    def label(self, texts: list[str]) -> LabelOutput:
+        probs, truncated = self.probabilities(texts)
+        return LabelOutput.from_probs(probs, self.labels, truncated)

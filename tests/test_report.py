@@ -1,0 +1,79 @@
+"""Report metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from batchlabel.report import build_report, compute_metrics, write_report
+from batchlabel.storage import StorageSettings
+
+LABELS = ["pos", "neg", "neu"]
+
+
+def test_metrics_match_hand_computed_values():
+    gold = ["pos", "pos", "pos", "neg", "neg", "neu"]
+    pred = ["pos", "pos", "neg", "neg", "pos", "neu"]
+    m = compute_metrics(gold, pred, LABELS)
+    # pos: tp=2 fp=1 fn=1 -> p=2/3 r=2/3 f1=2/3; neg: tp=1 fp=1 fn=1 -> 1/2; neu: tp=1 -> 1
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class"]["pos"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert m["per_class"]["neg"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert m["per_class"]["neu"]["f1"] == pytest.approx(1.0)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 1.0) / 3)
+    assert m["weighted_f1"] == pytest.approx((3 * 2 / 3 + 2 * 0.5 + 1 * 1.0) / 6)
+    assert m["confusion_matrix"]["labels"] == LABELS
+    assert m["confusion_matrix"]["matrix"] == [[2, 1, 0], [1, 1, 0], [0, 0, 1]]
+
+
+def test_error_rows_count_as_wrong_and_get_a_column():
+    m = compute_metrics(["pos", "neg"], ["pos", None], LABELS)
+    assert m["accuracy"] == 0.5
+    assert m["confusion_matrix"]["labels"] == LABELS + ["(error)"]
+    assert m["confusion_matrix"]["matrix"][1] == [0, 0, 0, 1]
+    assert m["per_class"]["neg"]["recall"] == 0.0
+
+
+def test_build_report_counts_and_gold_outside_label_set():
+    table = pa.table(
+        {
+            "label": ["pos", "neg", None, "neu"],
+            "gold": ["pos", "pos", "neg", "sarcasm"],
+            "error": [None, None, "empty text", None],
+            "confidence": [0.9, 0.6, None, 0.5],
+            "truncated": [False, True, False, False],
+        }
+    )
+    report = build_report(table, LABELS, {"wall_time_s": 2.0})
+    assert report["rows"] == 4 and report["labeled_rows"] == 3 and report["error_rows"] == 1
+    assert report["truncated_rows"] == 1
+    assert report["error_reasons"] == {"empty text": 1}
+    assert report["label_distribution"] == {"pos": 1, "neg": 1, "neu": 1}
+    assert report["gold_outside_label_set"] == {"rows": 1, "examples": ["sarcasm"]}
+    assert report["metrics"]["rows"] == 3
+    assert report["metrics"]["accuracy"] == pytest.approx(1 / 3)
+    assert report["metrics"]["mean_confidence_correct"] == pytest.approx(0.9)
+
+
+def test_report_without_gold_has_no_metrics(tmp_path):
+    table = pa.table({"label": ["pos"], "gold": pa.nulls(1, pa.string()), "error": pa.nulls(1, pa.string()),
+                      "confidence": [0.7], "truncated": [False]})
+    report = build_report(table, LABELS)
+    assert "metrics" not in report
+    files = write_report(report, str(tmp_path), StorageSettings(), "t")
+    assert not (tmp_path / "confusion_matrix.png").exists()
+    assert "no gold labels" in (tmp_path / "report.md").read_text()
+    assert [f.rsplit("/", 1)[-1] for f in files] == ["report.json", "report.md", "report.html"]
+
+
+def test_report_files_written(tmp_path):
+    table = pa.table({"label": ["pos", "neg"], "gold": ["pos", "pos"], "error": pa.nulls(2, pa.string()),
+                      "confidence": [0.7, 0.8], "truncated": [False, False]})
+    write_report(build_report(table, LABELS), str(tmp_path), StorageSettings(), "t")
+    png = (tmp_path / "confusion_matrix.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "report.json").read_text())["metrics"]["accuracy"] == 0.5
+    assert '<img src="confusion_matrix.png"' in (tmp_path / "report.html").read_text()
+    assert "| pos | 1.000 | 0.500 | 0.667 | 2 |" in (tmp_path / "report.md").read_text()

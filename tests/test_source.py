@@ -1,0 +1,101 @@
+"""Input planning and reading: formats, shards, splits, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batchlabel.errors import InputError
+from batchlabel.source import plan_input, read_shards
+from batchlabel.spec import InputSpec, SplitSpec
+from batchlabel.storage import StorageSettings
+
+STORAGE = StorageSettings()
+
+
+def _write_parquet(path, n, start=0):
+    pq.write_table(pa.table({"id": [f"x{i}" for i in range(start, start + n)], "text": [f"t {i}" for i in range(start, start + n)],
+                             "label": ["a" if i % 2 else "b" for i in range(start, start + n)]}), path)
+
+
+def _rows(spec, plan):
+    return [r for f in plan.files for t in read_shards(spec, STORAGE, f, f.shards) for r in t.to_pylist()]
+
+
+def test_directory_of_parquet_is_cut_into_deterministic_shards(tmp_path):
+    _write_parquet(tmp_path / "b.parquet", 25, start=100)
+    _write_parquet(tmp_path / "a.parquet", 10)
+    spec = InputSpec(path=str(tmp_path), gold_column="label")
+    plan = plan_input(spec, STORAGE, shard_rows=8)
+    assert [f.url.rsplit("/", 1)[-1] for f in plan.files] == ["a.parquet", "b.parquet"]
+    assert [s.key for s in plan.shards] == ["00000-00000", "00000-00001", "00001-00000", "00001-00001", "00001-00002", "00001-00003"]
+    assert plan.total_rows == 35
+    rows = _rows(spec, plan)
+    assert [r["id"] for r in rows] == [f"x{i}" for i in range(10)] + [f"x{i}" for i in range(100, 125)]
+    assert rows[0]["_shard"] == "00000-00000" and rows[9]["_row"] == 9 and rows[0]["gold"] == "b"
+    assert plan_input(spec, STORAGE, shard_rows=8).fingerprint() == plan.fingerprint()
+
+
+def test_csv_with_embedded_newlines_and_quotes(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('id,text,label\n1,"line one\nline two, with comma",a\n2,"she said ""hi""",b\n3,plain,a\n')
+    spec = InputSpec(path=str(path), gold_column="label")
+    rows = _rows(spec, plan_input(spec, STORAGE, 2))
+    assert [r["text"] for r in rows] == ["line one\nline two, with comma", 'she said "hi"', "plain"]
+    assert [r["id"] for r in rows] == ["1", "2", "3"]  # integer ids become strings
+
+
+def test_jsonl_and_non_string_text(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [{"id": 1, "text": "hello"}, {"id": 2, "text": 42}, {"id": 3, "text": None}]))
+    spec = InputSpec(path=str(path))
+    rows = _rows(spec, plan_input(spec, STORAGE, 10))
+    assert [r["text"] for r in rows] == ["hello", "42", None]
+
+
+def test_hash_split_is_stable_and_complementary(tmp_path):
+    _write_parquet(tmp_path / "a.parquet", 200)
+    train = InputSpec(path=str(tmp_path), split=SplitSpec(fraction=0.75, part="train"))
+    test = InputSpec(path=str(tmp_path), split=SplitSpec(fraction=0.75, part="test"))
+    train_ids = {r["id"] for r in _rows(train, plan_input(train, STORAGE, 30))}
+    test_ids = {r["id"] for r in _rows(test, plan_input(test, STORAGE, 30))}
+    assert not train_ids & test_ids and len(train_ids | test_ids) == 200
+    assert 120 < len(train_ids) < 180
+    assert train_ids == {r["id"] for r in _rows(train, plan_input(train, STORAGE, 7))}
+
+
+def test_limit_keeps_the_first_rows(tmp_path):
+    _write_parquet(tmp_path / "a.parquet", 50)
+    spec = InputSpec(path=str(tmp_path), limit=13)
+    plan = plan_input(spec, STORAGE, 5)
+    assert plan.total_rows == 13 and len(plan.shards) == 3
+    assert [r["id"] for r in _rows(spec, plan)] == [f"x{i}" for i in range(13)]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: pq.write_table(pa.table({"id": ["1", "1"], "text": ["a", "b"]}), p / "f.parquet"), "Duplicate id '1'"),
+        (lambda p: pq.write_table(pa.table({"ident": ["1"], "text": ["a"]}), p / "f.parquet"), "has no column 'id'"),
+        (lambda p: pq.write_table(pa.table({"id": ["1"], "body": ["a"]}), p / "f.parquet"), "has no column 'text'"),
+        (lambda p: pq.write_table(pa.table({"id": ["1", None], "text": ["a", "b"]}), p / "f.parquet"), "with no id"),
+        (lambda p: pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), p / "f.parquet"), "no rows to label"),
+        (lambda p: (p / "f.parquet").write_bytes(b"PAR1 this is not parquet"), "Cannot read parquet file"),
+        (lambda p: None, "does not exist"),
+    ],
+)
+def test_bad_inputs_give_clear_errors(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(InputError, match=message):
+        plan_input(InputSpec(path=str(tmp_path / "f.parquet")), STORAGE, 10)
+
+
+def test_truncated_parquet_file(tmp_path):
+    _write_parquet(tmp_path / "good.parquet", 100)
+    data = (tmp_path / "good.parquet").read_bytes()
+    (tmp_path / "f.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="Cannot read parquet file"):
+        plan_input(InputSpec(path=str(tmp_path / "f.parquet")), STORAGE, 10)
