@@ -122,13 +122,13 @@ def preflight(spec: JobSpec, storage: StorageSettings) -> None:
 
 def run_job(spec: JobSpec, restart: bool = False, progress: bool = True, verbose: bool = False) -> RunResult:
     """Label ``spec.input`` into ``spec.output.path``; resume committed shards; write the report."""
-    started = time.monotonic()
     storage = StorageSettings.from_spec(spec.storage)
     output = spec.output.path
     if spec.train is not None and spec.train.inline:
         from batchlabel.train import train_if_missing
 
         train_if_missing(spec, progress=progress)
+    started = time.monotonic()  # wall time and rows/s cover labeling (Ray start included), not training
     preflight(spec, storage)
     plan = plan_input(spec.input, storage, spec.output.shard_rows)
     run_info = {

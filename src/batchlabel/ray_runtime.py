@@ -44,7 +44,7 @@ def ray_session(runtime: RuntimeSpec, verbose: bool = False) -> Iterator[Cluster
     started = False
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
-        common = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
+        common = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
         if address:
             ray.init(address=address, **common)
         else:
