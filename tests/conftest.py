@@ -80,7 +80,7 @@ def ray_cluster():
     """One local Ray for the in-process integration tests (run_job reuses it, never stops it)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
              _node_ip_address="127.0.0.1", log_to_driver=False)
     yield
     ray.shutdown()

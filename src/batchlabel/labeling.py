@@ -8,6 +8,7 @@ raises for a row, so one bad article cannot fail the job (Ray would fail the who
 from __future__ import annotations
 
 import os
+import time
 import traceback
 
 import numpy as np
@@ -82,6 +83,34 @@ def build_output(spec: JobSpec, batch: pa.Table, result: LabelOutput, fingerprin
     return pa.table(columns)
 
 
+def _label_with_retries(spec: JobSpec, labeler, texts: list[str], n_labels: int, attempts: int | None = None) -> LabelOutput:
+    """Call the labeler; retry a raising call, then bisect the batch so that only the rows that keep
+    failing become error rows (one poison article must not take its whole batch down)."""
+    attempts = spec.runtime.max_retries + 1 if attempts is None else attempts
+    error: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            return labeler.label(texts)
+        except Exception as err:  # a model failure must not fail the dataset: record it per row
+            error = err
+            if os.environ.get("BATCHLABEL_DEBUG"):
+                traceback.print_exc()
+            if attempt < attempts:
+                time.sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
+    if len(texts) > 1:
+        middle = len(texts) // 2
+        halves = [_label_with_retries(spec, labeler, part, n_labels, attempts=1) for part in (texts[:middle], texts[middle:])]
+        return LabelOutput(
+            labels=halves[0].labels + halves[1].labels,
+            confidence=halves[0].confidence + halves[1].confidence,
+            probs=np.concatenate([halves[0].probs, halves[1].probs]),
+            errors=halves[0].errors + halves[1].errors,
+            truncated=(halves[0].truncated or [False] * middle) + (halves[1].truncated or [False] * (len(texts) - middle)),
+        )
+    reason = f"labeler failed: {type(error).__name__}: {error}"
+    return LabelOutput.failed(len(texts), n_labels, reason[:MAX_ERROR_CHARS])
+
+
 def label_table(spec: JobSpec, labeler, batch: pa.Table) -> pa.Table:
     """Validate rows, label the good ones, turn everything else into error rows."""
     n_labels = len(spec.label_names)
@@ -91,13 +120,7 @@ def label_table(spec: JobSpec, labeler, batch: pa.Table) -> pa.Table:
     merged = LabelOutput.failed(len(texts), n_labels, "")
     merged.errors = list(problems)
     if good:
-        try:
-            result = labeler.label([texts[i] for i in good])
-        except Exception as err:  # a model failure must not fail the dataset: record it per row
-            reason = f"labeler failed: {type(err).__name__}: {err}"[:MAX_ERROR_CHARS]
-            if os.environ.get("BATCHLABEL_DEBUG"):
-                traceback.print_exc()
-            result = LabelOutput.failed(len(good), n_labels, reason)
+        result = _label_with_retries(spec, labeler, [texts[i] for i in good], n_labels)
         for position, index in enumerate(good):
             merged.labels[index] = result.labels[position]
             merged.confidence[index] = result.confidence[position]

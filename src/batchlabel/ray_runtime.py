@@ -50,6 +50,7 @@ def ray_session(runtime: RuntimeSpec, verbose: bool = False) -> Iterator[Cluster
         else:
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             ray.init(
+                address="local",  # always a new local instance, never a `ray start` cluster found by chance
                 num_cpus=os.cpu_count() or 1,
                 include_dashboard=False,
                 object_store_memory=runtime.object_store_mb * 1024 * 1024,

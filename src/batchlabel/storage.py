@@ -7,6 +7,7 @@ endpoint from the spec's `storage.endpoint_url`, else ``$AWS_ENDPOINT_URL``.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,18 +76,32 @@ class StorageSettings:
         fs, path = self.resolve(url)
         return fs.get_file_info(path).type == pafs.FileType.Directory
 
-    def read_bytes(self, url: str) -> bytes:
+    def read_bytes(self, url: str, attempts: int = 4) -> bytes:
+        """Read a whole object; a read shorter than the object's size is retried, never returned."""
         fs, path = self.resolve(url)
-        with fs.open_input_stream(path) as stream:
-            return stream.read()
+        got = size = 0
+        for attempt in range(attempts):
+            with fs.open_input_file(path) as handle:
+                size = handle.size()
+                data = handle.read()
+            got = len(data)
+            if got == size:
+                return data
+            time.sleep(0.2 * 2**attempt)
+        raise OSError(f"short read of {url}: got {got} of {size} bytes after {attempts} attempts")
 
     def write_bytes(self, url: str, data: bytes) -> None:
         """Write a whole object atomically: a single PUT on S3, write-then-rename locally."""
         fs, path = self.resolve(url)
         if is_remote(url):
-            with fs.open_output_stream(path) as stream:
-                stream.write(data)
-            return
+            # verify the stored size: a write that "succeeds" with missing data must not pass silently
+            for attempt in range(4):
+                with fs.open_output_stream(path) as stream:
+                    stream.write(data)
+                if fs.get_file_info(path).size == len(data):
+                    return
+                time.sleep(0.2 * 2**attempt)
+            raise OSError(f"write of {url} did not persist {len(data)} bytes (size check failed 4 times)")
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")

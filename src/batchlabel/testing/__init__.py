@@ -1,0 +1,1 @@
+"""Helpers for testing batchlabel deployments (fault injection). Not used by normal jobs."""
