@@ -61,8 +61,10 @@ def ray_session(runtime: RuntimeSpec, verbose: bool = False) -> Iterator[Cluster
     if not verbose:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     resources = ray.cluster_resources()
+    # a single-node Ray that a caller opened in this process (tests, nightly) is sized like our own
+    single_node = started or (not os.environ.get("RAY_ADDRESS") and len(ray.nodes()) == 1)
     try:
-        yield ClusterResources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), started)
+        yield ClusterResources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), single_node)
     finally:
         if started:
             ray.shutdown()
