@@ -105,6 +105,10 @@ def train_model(spec: JobSpec, progress: bool = True) -> TrainResult:
     """Dispatch on train.method."""
     if spec.train is None:
         raise BatchlabelError("The job spec has no train section: add one (see jobs/reuters_embed.yaml).")
+    if spec.train.method in ("lora", "full", "instruct"):
+        from batchlabel.training import train_classifier
+
+        return train_classifier(spec, progress=progress)
     return train_head(spec, progress=progress)
 
 
@@ -112,6 +116,12 @@ def train_if_missing(spec: JobSpec, progress: bool = True) -> TrainResult | None
     """For `run` with train.inline: train unless a model already exists at train.output."""
     assert spec.train is not None
     storage = StorageSettings.from_spec(spec.storage)
-    if storage.exists(join(spec.train.output, CONFIG_FILE)):
+    if spec.train.method in ("lora", "full", "instruct"):
+        from batchlabel.training.artifacts import MARKER_FILE
+
+        marker = MARKER_FILE
+    else:
+        marker = CONFIG_FILE
+    if storage.exists(join(spec.train.output, marker)):
         return None
     return train_model(spec, progress=progress)
