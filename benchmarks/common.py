@@ -1,0 +1,253 @@
+"""Shared helpers of the CPU benchmarks: machine description, result writers, R8 replication, and
+peak-memory sampling of a whole process tree (driver + raylet + Ray workers) in a background thread.
+
+Only the standard library, psutil and pyarrow at import time; torch/ray/transformers versions are read
+from package metadata (nothing heavy is imported to describe the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+R8_TEST = ROOT / "data" / "reuters_r8" / "test.parquet"
+R8_TRAIN = ROOT / "data" / "reuters_r8" / "train.parquet"
+R8_LABELS = ["earn", "acq", "crude", "trade", "money-fx", "interest", "ship", "grain"]
+MIB = 1024 * 1024
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, RAM, load and the versions that decide the numbers."""
+    import psutil
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "cpu_model": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
+        "load_avg_1_5_15_at_start": [round(x, 2) for x in load] if load else None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {
+            name: _version(name)
+            for name in ("torch", "transformers", "ray", "pyarrow", "numpy", "tokenizers", "batchlabel")
+        },
+    }
+
+
+def write_results(name: str, result: dict[str, Any], markdown: str, out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Write ``<name>.json`` and ``<name>.md`` into ``out_dir`` (default benchmarks/results)."""
+    out_dir = Path(out_dir or RESULTS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    json_path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    md_path.write_text(markdown.rstrip() + "\n")
+    return json_path, md_path
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub Markdown table; floats get 3 significant-ish digits."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_markdown(info: dict[str, Any]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
+    return (
+        f"Machine: {info['cpu_model']}, {info['usable_cores']} usable cores, {info['ram_gib']} GiB RAM, "
+        f"load average at start {info['load_avg_1_5_15_at_start']}; Python {info['python']}; {versions}."
+    )
+
+
+def replicate_r8(rows: int, path: Path, source: Path = R8_TEST, chunk_rows: int = 50_000) -> Path:
+    """R8 rows repeated (in file order) to exactly ``rows`` rows with new unique ids, written in chunks
+    so that a 1M-row file never sits in memory whole. Columns: id, text, label."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source, columns=["id", "text", "label"])
+    ids = table.column("id").to_pylist()
+    texts, labels = table.column("text"), table.column("label")
+    n = table.num_rows
+    schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.string())])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, rows, chunk_rows):
+            stop = min(rows, start + chunk_rows)
+            index = pa.array([i % n for i in range(start, stop)], pa.int64())
+            new_ids = [f"{ids[i % n]}-r{i // n}" for i in range(start, stop)]
+            writer.write_table(
+                pa.table(
+                    {"id": pa.array(new_ids, pa.string()), "text": texts.take(index), "label": labels.take(index)},
+                    schema=schema,
+                ),
+                row_group_size=10_000,
+            )
+    return path
+
+
+@dataclass
+class TreeMemory:
+    """Peak memory of a process and all its descendants, sampled every ``interval_s`` seconds.
+
+    ``peak_rss_mib``: the largest sum of RSS over the tree (counts shared pages, e.g. the Ray object
+    store mapping, once per process that touched them: an upper bound). ``peak_pss_mib``: the largest
+    sum of PSS (shared pages split between their users: the tree's real footprint), sampled every
+    ``pss_every`` samples because it reads /proc/PID/smaps_rollup. ``peak_root_rss_mib``: the root alone.
+    """
+
+    pid: int
+    interval_s: float = 0.2
+    pss_every: int = 5
+    peak_rss_mib: float = 0.0
+    peak_pss_mib: float = 0.0
+    peak_root_rss_mib: float = 0.0
+    max_processes: int = 0
+    samples: int = 0
+    process_names: set[str] = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _sample(self, with_pss: bool) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        rss = pss = 0
+        alive = 0
+        for proc in procs:
+            try:
+                if with_pss:
+                    info = proc.memory_full_info()
+                    pss += getattr(info, "pss", info.rss)
+                else:
+                    info = proc.memory_info()
+                rss += info.rss
+                if proc.pid == self.pid:
+                    self.peak_root_rss_mib = max(self.peak_root_rss_mib, info.rss / MIB)
+                self.process_names.add(proc.name())
+                alive += 1
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        self.samples += 1
+        self.max_processes = max(self.max_processes, alive)
+        self.peak_rss_mib = max(self.peak_rss_mib, rss / MIB)
+        if with_pss:
+            self.peak_pss_mib = max(self.peak_pss_mib, pss / MIB)
+
+    def _loop(self) -> None:
+        count = 0
+        while not self._stop.is_set():
+            self._sample(with_pss=count % self.pss_every == 0)
+            count += 1
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> "TreeMemory":
+        self._thread = threading.Thread(target=self._loop, name=f"tree-memory-{self.pid}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "peak_tree_rss_mib": round(self.peak_rss_mib, 1),
+            "peak_tree_pss_mib": round(self.peak_pss_mib, 1),
+            "peak_root_rss_mib": round(self.peak_root_rss_mib, 1),
+            "max_processes": self.max_processes,
+            "samples": self.samples,
+            "sample_interval_s": self.interval_s,
+            "process_names": sorted(self.process_names),
+        }
+
+
+@dataclass
+class Measured:
+    returncode: int
+    wall_s: float
+    memory: dict[str, Any]
+    stdout: str
+    stderr: str
+
+
+def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None, timeout_s: float | None = None,
+                 cwd: Path | None = None, interval_s: float = 0.2) -> Measured:
+    """Run ``cmd`` as a subprocess; wall time around it and the peak memory of its process tree."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})}, cwd=str(cwd or ROOT),
+    )
+    sampler = TreeMemory(proc.pid, interval_s=interval_s).start()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        sampler.stop()
+        raise RuntimeError(f"{' '.join(cmd)} ran past {timeout_s} s:\n{stderr[-3000:]}") from None
+    wall = time.perf_counter() - started
+    memory = sampler.stop()
+    return Measured(proc.returncode, wall, memory, stdout, stderr)
+
+
+def batchlabel_exe() -> list[str]:
+    """The `batchlabel` console script of this interpreter's environment."""
+    exe = Path(sys.executable).with_name("batchlabel")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "from batchlabel.cli import main; main()"]
+
+
+def quiet_env() -> dict[str, str]:
+    return {
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "HF_HUB_OFFLINE": "1",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "PYTHONPATH": os.pathsep.join(p for p in [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")] if p),
+    }

@@ -1,0 +1,113 @@
+"""Smoke runs of the benchmark scripts (tiny sizes): they run end to end and write well-formed results.
+
+Timings and ratios are never asserted (they depend on the machine and its load); only that the numbers
+exist and are positive, and that the bare loop and `batchlabel run` produce the same labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+def _check_machine(info: dict) -> None:
+    assert info["logical_cores"] >= 1 and info["ram_gib"] > 0 and info["cpu_model"]
+    assert info["versions"]["torch"] and info["versions"]["transformers"] and info["versions"]["ray"]
+
+
+def test_embed_throughput_smoke(tmp_path):
+    _run("embed_throughput.py", "--smoke", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path))
+    result = json.loads((tmp_path / "embed_throughput_smoke.json").read_text())
+    assert (tmp_path / "embed_throughput_smoke.md").read_text().startswith("# Embed throughput")
+    _check_machine(result["machine"])
+    assert result["smoke"] is True and result["max_length"] == 128
+    for variant in ("notebook", "bare", "batchlabel"):
+        row = result[variant]
+        assert row["rows"] > 0 and _positive(row["rows_per_s"]), variant
+        assert _positive(row["memory"]["peak_tree_rss_mib"]) and _positive(row["memory"]["peak_tree_pss_mib"]), variant
+    assert result["bare"]["rows"] == result["batchlabel"]["rows"] == result["rows"]
+    assert result["bare"]["best_batch_size"] in (8, 16)
+    # the process tree of `batchlabel run` includes Ray's processes, not just the CLI
+    assert "raylet" in result["batchlabel"]["memory"]["process_names"]
+    assert result["batchlabel"]["memory"]["max_processes"] > 2
+    assert all(_positive(v) for v in result["ratios"].values())
+    # honesty check: the bare loop and batchlabel compute the same labels (same model, head, max_length)
+    agree = result["agreement"]["b_vs_c"]
+    assert agree["rows_compared"] == result["rows"] and agree["fraction"] >= 0.95
+    assert result["agreement"]["a_vs_b"]["rows_compared"] == result["notebook"]["rows"]
+    assert not list(tmp_path.glob("bl-embed-bench-*")), "the scratch dir is removed"
+
+
+def test_scale_smoke(tmp_path):
+    _run("scale.py", "--smoke", "--out-dir", str(tmp_path))
+    result = json.loads((tmp_path / "scale_smoke.json").read_text())
+    assert (tmp_path / "scale_smoke.md").exists()
+    _check_machine(result["machine"])
+    assert result["max_length"] == 32 and result["sizes"] == [20, 40]
+    assert [run["rows"] for run in result["runs"]] == [20, 40]
+    for run in result["runs"]:
+        assert _positive(run["subprocess_wall_s"]) and _positive(run["rows_per_s"]) and _positive(run["time_per_row_s"])
+        assert _positive(run["memory"]["peak_tree_rss_mib"]) and _positive(run["memory"]["peak_tree_pss_mib"])
+        assert "raylet" in run["memory"]["process_names"]
+    assert result["runs"][0]["time_per_row_ratio"] == pytest.approx(1.0)
+    assert all(_positive(v) for v in result["largest_vs_smallest"].values())
+
+
+def test_gpu_hf_smoke_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    _run("gpu_hf.py", "--smoke", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert out.with_suffix(".md").exists()
+    assert result["device"]["device"] == "cpu" and result["versions"]["torch"]
+    (model,) = result["models"]
+    assert model["model"] == "tiny" and model["params"] > 0 and model["prompt_tokens"] > 0
+    methods = {row["method"] for row in model["variants"].values()}
+    assert methods == {"bare", "score", "prompt"}
+    for row in model["variants"].values():
+        assert _positive(row["articles_per_s"]) and _positive(row["prompt_tokens_per_s"])
+        assert _positive(row["time_vs_bare_same_batch"])
+        assert row["pct_of_flop_ceiling"] is None  # no ceiling on CPU unless --peak-tflops
+
+
+def test_gpu_hf_score_matches_a_plain_full_forward():
+    """The engine-style score (prefill + cached continuation pass) equals label log-probs from one plain
+    forward over prompt + label, so the GPU benchmark measures the real computation."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import gpu_hf
+    finally:
+        sys.path.remove(str(BENCH))
+    model = gpu_hf.build_model("tiny", "cpu", torch.float32)
+    work = gpu_hf.make_workload(model.config.vocab_size, 3, 6, (3, 7), 2, seed=1)
+    scores = gpu_hf.score_pass(model, work["prompts"], work["continuations"], 2, "cpu")
+    with torch.inference_mode():
+        for i, prompt in enumerate(work["prompts"]):
+            for j, cont in enumerate(work["continuations"]):
+                ids = torch.tensor([prompt + cont])
+                logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+                expected = sum(float(logprobs[len(prompt) - 1 + k, tok]) for k, tok in enumerate(cont))
+                assert scores[i, j] == pytest.approx(expected, abs=1e-3)
