@@ -18,8 +18,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="batchlabel: label large text corpora with Ray (embed, prompt, score, classifier).",
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 SET_HELP = "Override a spec field, e.g. --set output.path=s3://bucket/run1 (repeatable)."
 
@@ -149,6 +149,27 @@ def eval_(
         out.print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}")
     for url in files:
         out.print(f"wrote {url}")
+
+
+def _register_cluster_commands() -> None:
+    from batchlabel import jobs_cli
+
+    app.command(name="submit")(jobs_cli.submit_command)
+    app.add_typer(jobs_cli.jobs_app, name="jobs")
+    app.command(name="nightly")(jobs_cli.nightly_command)
+    app.command(name="schedule")(jobs_cli.schedule_command)
+
+
+_register_cluster_commands()
+
+
+def _register_model_commands() -> None:
+    from batchlabel import models_import
+
+    app.add_typer(models_import.app, name="models")
+
+
+_register_model_commands()
 
 
 def main() -> None:

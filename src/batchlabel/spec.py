@@ -128,7 +128,10 @@ class FewShotSourceSpec(StrictModel):
     path: str = Field(description="Parquet/CSV/JSONL file (local path or s3://) with labeled examples.")
     text_column: str = Field("text", description="Column holding the example text.")
     gold_column: str = Field("label", description="Column holding the example's label.")
-    id_column: str | None = Field(None, description="Column holding example ids (needed by strategy 'fixed' with ids).")
+    id_column: str | None = Field(None, description="Column holding example ids (needed by 'fixed' ids and by split).")
+    split: SplitSpec | None = Field(
+        None, description="Keep one part of a hash split of the ids (e.g. part: train when the input keeps test)."
+    )
 
 
 class FewShotSpec(StrictModel):
@@ -215,8 +218,19 @@ class ClassifierMethod(StrictModel):
     )
 
 
+class CustomMethod(StrictModel):
+    """Your own labeler class (trusted code, like a Ray job entrypoint): any `Labeler` subclass."""
+
+    name: Literal["custom"] = Field(description="Method name.")
+    labeler: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'package.module:Class' implementing batchlabel.methods.base.Labeler, built as Class(spec).",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="Free-form options passed to the class.")
+
+
 MethodSpec = Annotated[
-    Union[EmbedMethod, PromptMethod, ScoreMethod, ClassifierMethod], Field(discriminator="name")
+    Union[EmbedMethod, PromptMethod, ScoreMethod, ClassifierMethod, CustomMethod], Field(discriminator="name")
 ]
 
 
@@ -236,10 +250,12 @@ class LoraSpec(StrictModel):
 class TrainSpec(StrictModel):
     """How `batchlabel train` (or `run` with inline training) builds the model."""
 
-    method: Literal["head", "lora", "full"] = Field(
+    method: Literal["head", "lora", "full", "instruct"] = Field(
         "head",
         description="What to train: 'head' = linear head on embeddings (method embed); 'lora' = LoRA adapter on "
-        "base_model used as a sequence classifier; 'full' = full fine-tune of base_model (method classifier).",
+        "base_model used as a sequence classifier; 'full' = full fine-tune of base_model (method classifier); "
+        "'instruct' = LoRA on base_model as a causal LM answering the score prompt with the label, merged "
+        "(method score with engine.model = train.output).",
     )
     base_model: str | None = Field(
         None,
@@ -293,7 +309,7 @@ class TrainSpec(StrictModel):
 
     @model_validator(mode="after")
     def _needs_base(self) -> "TrainSpec":
-        if self.method in ("lora", "full") and not self.base_model:
+        if self.method in ("lora", "full", "instruct") and not self.base_model:
             raise ValueError(f"train.base_model is required for train.method {self.method!r}")
         if self.lora.qlora and self.method != "lora":
             raise ValueError("train.lora.qlora applies only to train.method 'lora'")
@@ -311,7 +327,14 @@ class RuntimeSpec(StrictModel):
     )
     batch_size: int = Field(64, ge=1, description="Rows per labeling batch (and per Ray block).")
     object_store_mb: int = Field(256, ge=80, description="Object store size of a local Ray (bounds memory).")
+    workers: int = Field(
+        1, ge=1, description="`batchlabel train` (lora/full): data-parallel workers; > 1 runs the same HF Trainer "
+        "code in each worker of a Ray Train TorchTrainer (cpus_per_actor / gpus_per_actor per worker)."
+    )
     stall_timeout_s: float = Field(900.0, gt=0, description="Fail if the pipeline makes no progress this long.")
+    max_retries: int = Field(
+        2, ge=0, description="Retries of a batch whose labeler call raised, before its rows become error rows."
+    )
 
 
 class OutputSpec(StrictModel):
@@ -371,8 +394,8 @@ class JobSpec(StrictModel):
         if isinstance(self.method, ClassifierMethod) and self.method.model is None and self.train is None:
             raise ValueError("method.model is required when the spec has no train section")
         if self.train is not None:
-            wants = "embed" if self.train.method == "head" else "classifier"
-            if self.method.name in ("embed", "classifier") and self.method.name != wants:
+            wants = {"head": "embed", "lora": "classifier", "full": "classifier", "instruct": "score"}[self.train.method]
+            if self.method.name in ("embed", "classifier", "score") and self.method.name != wants:
                 raise ValueError(f"train.method {self.train.method!r} trains for method {wants!r}, not {self.method.name!r}")
         return self
 

@@ -11,28 +11,36 @@ if TYPE_CHECKING:
 
 METHODS: dict[str, str] = {
     "embed": "batchlabel.methods.embed:EmbedLabeler",
+    "prompt": "batchlabel.methods.prompt:PromptLabeler",
+    "score": "batchlabel.methods.score:ScoreLabeler",
     "classifier": "batchlabel.methods.classifier:ClassifierLabeler",
 }
 
 
+def labeler_class(spec: "JobSpec") -> type:
+    """The Labeler class for ``spec.method`` (imports its module only now)."""
+    from batchlabel.errors import BatchlabelError
+
+    target = spec.method.labeler if spec.method.name == "custom" else METHODS[spec.method.name]
+    module_name, _, class_name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise BatchlabelError(f"Cannot load labeler {target}: {err}") from None
+
+
 def build_labeler(spec: "JobSpec") -> "Labeler":
-    """Instantiate the labeler for ``spec.method`` (imports its module only now)."""
-    module_name, _, class_name = METHODS[spec.method.name].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(spec)
+    """Instantiate the labeler for ``spec.method``."""
+    return labeler_class(spec)(spec)
 
 
 def preflight_method(spec: "JobSpec", storage) -> None:
     """Driver-side checks (model files exist, label sets match) before any Ray work starts."""
-    module_name, _, class_name = METHODS[spec.method.name].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    check = getattr(cls, "preflight", None)
+    check = getattr(labeler_class(spec), "preflight", None)
     if check is not None:
         check(spec, storage)
 
 
 def labeler_fingerprint(spec: "JobSpec", storage) -> str:
     """The fingerprint the labeler will stamp on every row, computed in the driver without loading models."""
-    module_name, _, class_name = METHODS[spec.method.name].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.fingerprint_for(spec, storage)
+    return labeler_class(spec).fingerprint_for(spec, storage)

