@@ -155,6 +155,18 @@ def _read_jsonl(data: bytes, url: str) -> pa.Table:
     return pa.table({name: _column_array([row.get(name) for row in rows]) for name in names})
 
 
+def column_names(file: InputFile, storage: StorageSettings) -> list[str]:
+    """Column names of a Parquet input file, from its footer (no data read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        fs, path = storage.resolve(file.url)
+        return pq.read_schema(path, filesystem=fs).names
+    except (pa.ArrowInvalid, OSError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"Cannot read parquet file {file.url}: {message}") from None
+
+
 def in_split(ids: pa.Array, split: SplitSpec | None) -> pa.Array:
     """Boolean mask: which ids fall in the configured part of a stable hash split."""
     if split is None:
@@ -175,18 +187,21 @@ def plan_input(spec: InputSpec, storage: StorageSettings, shard_rows: int) -> In
     seen: dict[str, str] = {}
     remaining = spec.limit
     for file in files:
-        table = read_file(file, storage, columns=None if file.format == "jsonl" else None)
+        whole = None if file.format == "parquet" else read_file(file, storage)
+        names = column_names(file, storage) if whole is None else whole.column_names
         for column in (spec.id_column, spec.text_column):
-            if column not in table.column_names:
+            if column not in names:
                 raise InputError(
-                    f"Input file {file.url} has no column {column!r} (columns: {', '.join(table.column_names)}). "
+                    f"Input file {file.url} has no column {column!r} (columns: {', '.join(names)}). "
                     f"Set input.id_column / input.text_column to the right names."
                 )
-        if spec.gold_column and spec.gold_column not in table.column_names:
+        if spec.gold_column and spec.gold_column not in names:
             raise InputError(f"Input file {file.url} has no gold column {spec.gold_column!r}.")
-        missing = [c for c in spec.passthrough if c not in table.column_names]
+        missing = [c for c in spec.passthrough if c not in names]
         if missing:
             raise InputError(f"Input file {file.url} lacks passthrough column(s) {', '.join(missing)}.")
+        # the driver reads only the id column of Parquet inputs (texts are read by the Ray read tasks)
+        table = whole if whole is not None else read_file(file, storage, columns=[spec.id_column])
         ids = table.column(spec.id_column).combine_chunks()
         if ids.null_count:
             first = ids.is_null().to_pylist().index(True)
