@@ -42,12 +42,12 @@ class EmbedLabeler(Labeler):
             resolve_encoder(spec.method.encoder, storage)
 
     @staticmethod
-    def fingerprint_for(spec: JobSpec, storage: StorageSettings) -> str:
+    def fingerprint_for(spec: JobSpec, storage: StorageSettings, head: LinearHead | None = None) -> str:
         """Hash of encoder (reference + config), max_length, head weights and label set; cheap, no model load."""
         assert isinstance(spec.method, EmbedMethod)
         encoder_dir = Path(resolve_encoder(spec.method.encoder, storage))
         config = encoder_dir / "config.json"
-        head = LinearHead.load(spec.head_path(), storage)
+        head = head or LinearHead.load(spec.head_path(), storage)
         return stable_hash(
             {
                 "method": "embed",
@@ -69,7 +69,7 @@ class EmbedLabeler(Labeler):
         check_head_config(spec, {"labels": self.head.labels, **self.head.meta})
         self.encode_batch_size = spec.method.encode_batch_size
         self.encoder = SentenceEncoder(spec.method.encoder, storage, max_length=spec.method.max_length)
-        self.fingerprint = self.fingerprint_for(spec, storage)
+        self.fingerprint = self.fingerprint_for(spec, storage, self.head)  # the head is loaded once
 
     def label(self, texts: list[str]) -> LabelOutput:
         features, truncated = self.encoder.encode(texts, batch_size=self.encode_batch_size)

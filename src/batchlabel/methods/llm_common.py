@@ -1,10 +1,11 @@
-"""What the prompt and score labelers share: fingerprint, preflight, few-shot set-up."""
+"""What the prompt and score labelers share: fingerprint, preflight, engine and few-shot set-up."""
 
 from __future__ import annotations
 
 from batchlabel.engines.base import model_identity, resolve_model
 from batchlabel.errors import BatchlabelError
 from batchlabel.fingerprint import stable_hash
+from batchlabel.methods.base import Labeler
 from batchlabel.prompts import PROMPT_VERSION
 from batchlabel.spec import JobSpec
 from batchlabel.storage import StorageSettings, is_remote
@@ -53,3 +54,25 @@ def build_selector(spec: JobSpec, storage: StorageSettings, engine):
     from batchlabel.fewshot import FewShotSelector
 
     return FewShotSelector(few_shot, spec.labels, storage, clip=engine.clip)
+
+
+class LLMLabeler(Labeler):
+    """Base of the prompt and score labelers: driver-side checks, fingerprint, engine and few-shot selector."""
+
+    @staticmethod
+    def preflight(spec: JobSpec, storage: StorageSettings) -> None:
+        llm_preflight(spec, storage)
+
+    @staticmethod
+    def fingerprint_for(spec: JobSpec, storage: StorageSettings) -> str:
+        return llm_fingerprint(spec)
+
+    def __init__(self, spec: JobSpec, engine=None):
+        from batchlabel.engines import build_engine
+
+        storage = StorageSettings.from_spec(spec.storage)
+        self.method = spec.method
+        self.names = spec.label_names
+        self.engine = engine or build_engine(spec.method.engine, storage)
+        self.storage = storage
+        self.fingerprint = llm_fingerprint(spec)

@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from batchlabel.engines import build_engine
 from batchlabel.engines.base import Constraint, Engine
 from batchlabel.labels import LabelNormalizer
-from batchlabel.methods.base import Labeler, LabelOutput
-from batchlabel.methods.llm_common import build_selector, llm_fingerprint, llm_preflight
+from batchlabel.methods.base import LabelOutput
+from batchlabel.methods.llm_common import LLMLabeler, build_selector
 from batchlabel.prompts import PromptBuilder, short_id
 from batchlabel.spec import JobSpec, PromptMethod
-from batchlabel.storage import StorageSettings
 from batchlabel.structured import batch_constraint, parse_batch, parse_single, single_constraint
 
 RETRY_TEMPERATURE = 0.7
@@ -61,21 +59,11 @@ class _Group:
     attempt: int = 0  # 0 = first ask; >0 = re-ask of a single article
 
 
-class PromptLabeler(Labeler):
-    @staticmethod
-    def preflight(spec: JobSpec, storage: StorageSettings) -> None:
-        llm_preflight(spec, storage)
-
-    @staticmethod
-    def fingerprint_for(spec: JobSpec, storage: StorageSettings) -> str:
-        return llm_fingerprint(spec)
-
+class PromptLabeler(LLMLabeler):
     def __init__(self, spec: JobSpec, engine: Engine | None = None):
         assert isinstance(spec.method, PromptMethod)
-        storage = StorageSettings.from_spec(spec.storage)
-        self.method = spec.method
-        self.names = spec.label_names
-        self.engine = engine or build_engine(spec.method.engine, storage)
+        super().__init__(spec, engine)
+        storage = self.storage
         self.normalizer = LabelNormalizer(spec.labels)
         self.builder = PromptBuilder(spec.labels, spec.method.instructions, spec.method.rationale)
         self.selector = build_selector(spec, storage, self.engine)
@@ -83,7 +71,6 @@ class PromptLabeler(Labeler):
         # a bare-label answer needs "choice" constraints (or no constraints at all); else JSON
         self.as_json = spec.method.rationale or (spec.method.constrained and "choice" not in self.engine.formats)
         self.stats = PromptStats()
-        self.fingerprint = self.fingerprint_for(spec, storage)
         longest = max(len(name) for name in self.names)
         self._label_tokens = longest // 2 + 4  # generous: no tokenizer is needed for remote engines
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from batchlabel.engines import build_engine
 from batchlabel.engines.base import Engine
 from batchlabel.errors import BatchlabelError
-from batchlabel.methods.base import Labeler, LabelOutput
-from batchlabel.methods.llm_common import build_selector, llm_fingerprint, llm_preflight
+from batchlabel.methods.base import LabelOutput
+from batchlabel.methods.llm_common import LLMLabeler, build_selector
 from batchlabel.prompts import PromptBuilder
 from batchlabel.spec import JobSpec, ScoreMethod
-from batchlabel.storage import StorageSettings
 
 
 def log_normalize(scores: np.ndarray) -> np.ndarray:
@@ -25,27 +23,16 @@ def log_normalize(scores: np.ndarray) -> np.ndarray:
     return scores - (top + np.log(np.exp(scores - top).sum(axis=1, keepdims=True)))
 
 
-class ScoreLabeler(Labeler):
-    @staticmethod
-    def preflight(spec: JobSpec, storage: StorageSettings) -> None:
-        llm_preflight(spec, storage)
-
-    @staticmethod
-    def fingerprint_for(spec: JobSpec, storage: StorageSettings) -> str:
-        return llm_fingerprint(spec)
-
+class ScoreLabeler(LLMLabeler):
     def __init__(self, spec: JobSpec, engine: Engine | None = None):
         assert isinstance(spec.method, ScoreMethod)
-        storage = StorageSettings.from_spec(spec.storage)
-        self.method = spec.method
-        self.names = spec.label_names
-        self.engine = engine or build_engine(spec.method.engine, storage)
+        super().__init__(spec, engine)
+        storage = self.storage
         if not self.engine.can_score:
             raise BatchlabelError(f"The {spec.method.engine.name} engine cannot score labels; use hf or vllm.")
         self.builder = PromptBuilder(spec.labels, spec.method.instructions)
         self.selector = build_selector(spec, storage, self.engine)
         self.first_token = spec.method.variant == "first_token"
-        self.fingerprint = self.fingerprint_for(spec, storage)
         self.prompt_tokens = 0
         self.articles = 0
         self.calibration: np.ndarray | None = None
