@@ -142,6 +142,8 @@ class TreeMemory:
     max_processes: int = 0
     samples: int = 0
     process_names: set[str] = field(default_factory=set)
+    _cpu: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (role, last seen user+system s)
+    _roles: dict[int, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -166,6 +168,8 @@ class TreeMemory:
                 if proc.pid == self.pid:
                     self.peak_root_rss_mib = max(self.peak_root_rss_mib, info.rss / MIB)
                 self.process_names.add(proc.name())
+                times = proc.cpu_times()
+                self._cpu[proc.pid] = (self._role(proc), times.user + times.system)
                 alive += 1
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
@@ -174,6 +178,18 @@ class TreeMemory:
         self.peak_rss_mib = max(self.peak_rss_mib, rss / MIB)
         if with_pss:
             self.peak_pss_mib = max(self.peak_pss_mib, pss / MIB)
+
+    def _role(self, proc) -> str:
+        """'root', a Ray process title (``ray::MapWorker(...)``, ``ray::IDLE``) or the executable's name."""
+        if proc.pid not in self._roles:
+            if proc.pid == self.pid:
+                role = "root"
+            else:
+                cmd = proc.cmdline()
+                title = cmd[0] if cmd else proc.name()
+                role = title.split(" ")[0][:80] if title.startswith("ray::") else proc.name()
+            self._roles[proc.pid] = role
+        return self._roles[proc.pid]
 
     def _loop(self) -> None:
         count = 0
@@ -202,7 +218,16 @@ class TreeMemory:
             "samples": self.samples,
             "sample_interval_s": self.interval_s,
             "process_names": sorted(self.process_names),
+            # CPU seconds (user + system) per process role, as last sampled (a process's final < interval_s is lost)
+            "cpu_s_by_role": self.cpu_by_role(),
+            "cpu_s_total": round(sum(seconds for _, seconds in self._cpu.values()), 1),
         }
+
+    def cpu_by_role(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for role, seconds in self._cpu.values():
+            totals[role] = totals.get(role, 0.0) + seconds
+        return {role: round(seconds, 1) for role, seconds in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 @dataclass

@@ -236,6 +236,8 @@ def run_batchlabel(args: argparse.Namespace, work: Path, encode_batch_size: int,
         "rows_per_s_subprocess_wall": args.rows / measured.wall_s,
         "report_wall_time_s": run.get("wall_time_s"),
         "rows_per_s": run.get("rows_per_s"),
+        "first_batch_s": run.get("first_batch_s"),
+        "steady_rows_per_s": run.get("steady_rows_per_s"),
         "accuracy": report.get("metrics", {}).get("accuracy"),
         "encode_batch_size": encode_batch_size,
         "runtime_batch_size": args.chunk_rows,
@@ -262,6 +264,10 @@ def agreement(left: dict[str, str], right: dict[str, str]) -> dict[str, Any]:
     common = [k for k in left if k in right]
     same = sum(left[k] == right[k] for k in common)
     return {"rows_compared": len(common), "agree": same, "fraction": same / len(common) if common else None}
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -293,6 +299,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"- (a) is measured on the first {a['rows']} rows; (b) and (c) on all {result['rows']} rows. (b)'s time "
         "covers reading the Parquet, embedding, the head and writing labels (not model load); (c)'s report rows/s "
         "covers Ray start, actor model load, labeling and committing shards (not CLI import).",
+        f"- (c) start-up (Ray start, actor start, model load, first batch of {c['runtime_batch_size']} rows): "
+        f"{_fmt(c.get('first_batch_s'))} s; (c) steady state after it: {_fmt(c.get('steady_rows_per_s'))} rows/s "
+        f"(c_steady/b = {_fmt(r.get('c_steady_over_b'), 3)}).",
+        f"- CPU seconds by process, (b): {b['memory'].get('cpu_s_by_role')}; (c): {c['memory'].get('cpu_s_by_role')} "
+        f"(total {c['memory'].get('cpu_s_total')} s over {c['subprocess_wall_s']} s wall on {result['machine'].get('usable_cores')} cores).",
         f"- Head: {result['head']}.",
     ]
     if result.get("smoke"):
@@ -380,6 +391,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             "c_over_b": c["rows_per_s"] / b["rows_per_s"],
             "c_wall_over_a": c["rows_per_s_subprocess_wall"] / a["rows_per_s"],
             "c_wall_over_b": c["rows_per_s_subprocess_wall"] / b["rows_per_s"],
+            "c_steady_over_b": c["steady_rows_per_s"] / b["rows_per_s"] if c.get("steady_rows_per_s") else None,
         },
         "agreement": {"b_vs_c": agreement(labels_b, labels_c), "a_vs_b": agreement(labels_a, labels_b)},
     }

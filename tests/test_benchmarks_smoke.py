@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from test_llm_hf import tiny_llm  # noqa: F401  (fixture: a tiny random Llama with SmolLM2's tokenizer)
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 
@@ -73,6 +75,20 @@ def test_scale_smoke(tmp_path):
         assert "raylet" in run["memory"]["process_names"]
     assert result["runs"][0]["time_per_row_ratio"] == pytest.approx(1.0)
     assert all(_positive(v) for v in result["largest_vs_smallest"].values())
+
+
+def test_train_lora_smoke(tmp_path, tiny_llm):
+    """The LoRA-vs-zero-shot benchmark end to end on a tiny random Llama (SmolLM2's tokenizer): 2 steps, 8 rows."""
+    _run("train_lora.py", "--smoke", "--calibrated", "--base-model", tiny_llm, "--work-dir", str(tmp_path / "work"),
+         "--out-dir", str(tmp_path))
+    result = json.loads((tmp_path / "train_lora_smoke.json").read_text())
+    assert (tmp_path / "train_lora_smoke.md").read_text().startswith("# LoRA fine-tune vs zero-shot")
+    _check_machine(result["machine"])
+    assert result["smoke"] is True and result["train"]["steps"] == 2 and _positive(result["train"]["train_wall_s"])
+    for key in ("lora", "zero_shot_score", "zero_shot_score_calibrated"):
+        row = result[key]
+        assert row["rows"] == 8 and row["errors"] == 0 and 0 <= row["accuracy"] <= 1, key
+        assert _positive(row["rows_per_s"]), key
 
 
 def test_gpu_hf_smoke_on_cpu(tmp_path):

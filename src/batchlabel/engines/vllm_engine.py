@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import numpy as np
 
@@ -25,27 +26,33 @@ CPU_DEFAULTS = {
 }
 
 
+def import_vllm() -> tuple[Any, bool]:
+    """The pinned ``vllm`` module and whether a GPU is used (on CPU: in-process engine defaults first)."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    if not on_gpu:
+        for key, value in CPU_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+    try:
+        import vllm
+    except ImportError as err:
+        raise BatchlabelError(f"The vllm engine needs vLLM (pip install 'batchlabel[vllm]'): {err}") from None
+    if vllm.__version__ != sampling.PINNED_VLLM:
+        raise BatchlabelError(
+            f"batchlabel's vllm engine is pinned to vLLM {sampling.PINNED_VLLM} (found {vllm.__version__}); "
+            "its structured-output and pooling APIs change between versions."
+        )
+    return vllm, on_gpu
+
+
 class VLLMEngine(Engine):
     formats = ("choice", "json")
     can_score = True
 
     def __init__(self, spec: EngineSpec, storage: StorageSettings):
         super().__init__(spec, storage)
-        import torch
-
-        on_gpu = torch.cuda.is_available()
-        if not on_gpu:
-            for key, value in CPU_DEFAULTS.items():
-                os.environ.setdefault(key, value)
-        try:
-            import vllm
-        except ImportError as err:
-            raise BatchlabelError(f"The vllm engine needs vLLM (pip install 'batchlabel[vllm]'): {err}") from None
-        if vllm.__version__ != sampling.PINNED_VLLM:
-            raise BatchlabelError(
-                f"batchlabel's vllm engine is pinned to vLLM {sampling.PINNED_VLLM} (found {vllm.__version__}); "
-                "its structured-output API changes between versions."
-            )
+        vllm, on_gpu = import_vllm()
         path = resolve_model(spec.model, storage)
         self.chat = ChatTokenizer(path)
         self.llm = vllm.LLM(**sampling.engine_kwargs(spec, path, on_gpu))

@@ -3,6 +3,8 @@
 HF engine: transformers (+ peft for adapters, optionally merged into the base weights). Texts are
 tokenised exactly as in training (same truncation), sorted by length and run in padded batches
 under ``torch.inference_mode``; the softmax over the classification logits is the confidence.
+vLLM engine: the same (merged) model on vLLM's pooling runner, fed the same token ids
+(batchlabel.engines.vllm_classifier).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class ClassifierLabeler(Labeler):
                 "files": marker.get("files"),
                 "base_model": base,
                 "base_config": _local_config(base, storage),
-                "merge_adapter": spec.method.merge_adapter if base else False,
+                "merge_adapter": (spec.method.merge_adapter or spec.method.engine == "vllm") if base else False,
                 "max_length": spec.method.max_length or marker.get("max_length"),
                 "dtype": spec.method.dtype,
                 "labels": spec.label_names,
@@ -82,23 +84,42 @@ class ClassifierLabeler(Labeler):
 
     def __init__(self, spec: JobSpec, device: str | None = None):
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         from batchlabel.training.tokens import prepare_tokenizer
 
-        assert isinstance(spec.method, ClassifierMethod)
+        method = spec.method
+        assert isinstance(method, ClassifierMethod)
         hf_logging.disable_progress_bar()
         storage = StorageSettings.from_spec(spec.storage)
         marker = _marker(spec, storage)
         self.torch = torch
         self.labels = spec.label_names
-        self.batch_size = spec.method.batch_size
-        self.max_length = int(spec.method.max_length or marker["max_length"])
+        self.batch_size = method.batch_size
+        self.max_length = int(method.max_length or marker["max_length"])
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = getattr(torch, spec.method.dtype)
         local = local_model_dir(spec.head_path(), storage)
         self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(local), marker.get("padding_side", "right"))
+        # vLLM loads one plain checkpoint: an adapter is always merged for it
+        model = self._load_model(spec, marker, storage, local, merge=method.merge_adapter or method.engine == "vllm")
+        self.vllm = None
+        if method.engine == "vllm":
+            from batchlabel.engines.vllm_classifier import VLLMClassifier
+
+            self.vllm = VLLMClassifier(model, self.tokenizer, len(self.labels), self.max_length, method.dtype,
+                                       gpu_memory_utilization=method.gpu_memory_utilization)
+            self.model = None
+        else:
+            self.model = model.to(self.device).eval()
+        self.fingerprint = self.fingerprint_for(spec, storage)
+
+    def _load_model(self, spec: JobSpec, marker: dict[str, Any], storage: StorageSettings, local: str, merge: bool):
+        """The transformers classifier: a full fine-tune, or the base model with the peft adapter (merged or not)."""
+        from transformers import AutoModelForSequenceClassification
+
+        assert isinstance(spec.method, ClassifierMethod)
+        dtype = getattr(self.torch, spec.method.dtype)
         if marker["kind"] == "full":
             model = AutoModelForSequenceClassification.from_pretrained(local, dtype=dtype)
         else:
@@ -115,19 +136,20 @@ class ClassifierLabeler(Labeler):
             )
             base.config.pad_token_id = marker.get("pad_token_id", self.tokenizer.pad_token_id)
             model = PeftModel.from_pretrained(base, local)
-            if spec.method.merge_adapter:
+            if merge:
                 model = model.merge_and_unload()
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model = model.to(self.device).eval()
-        self.fingerprint = self.fingerprint_for(spec, storage)
+        return model
 
     def probabilities(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
         """(n, n_labels) softmax probabilities in label-set order, and truncation flags."""
         from batchlabel.training.tokens import tokenize
 
-        torch = self.torch
         ids, truncated = tokenize(self.tokenizer, texts, self.max_length)
+        if self.vllm is not None:
+            return self.vllm.probabilities(ids), truncated
+        torch = self.torch
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         probs = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         with torch.inference_mode():
