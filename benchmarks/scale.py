@@ -28,8 +28,9 @@ from embed_throughput import ENCODER, run_batchlabel, train_head  # noqa: E402
 def markdown(result: dict[str, Any]) -> str:
     rows = [
         [r["rows"], r["subprocess_wall_s"], r["rows_per_s"], r["rows_per_s_subprocess_wall"],
+         r.get("first_batch_s"), r.get("steady_rows_per_s"),
          r["time_per_row_ratio"], r["memory"]["peak_tree_rss_mib"], r["memory"]["peak_tree_pss_mib"],
-         r["pss_ratio"], r["memory"]["max_processes"]]
+         r["pss_ratio"], r["memory"]["peak_root_rss_mib"], r["memory"]["max_processes"]]
         for r in result["runs"]
     ]
     lines = [
@@ -37,13 +38,16 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         machine_markdown(result["machine"]),
         "",
-        md_table(["rows", "wall s (subprocess)", "rows/s (report)", "rows/s (wall)", "time/row vs smallest",
-                  "peak RSS MiB (tree)", "peak PSS MiB (tree)", "PSS vs smallest", "processes"], rows),
+        md_table(["rows", "wall s (subprocess)", "rows/s (report)", "rows/s (wall)", "start-up s", "steady rows/s",
+                  "time/row vs smallest", "peak RSS MiB (tree)", "peak PSS MiB (tree)", "PSS vs smallest",
+                  "peak RSS MiB (driver)", "processes"], rows),
         "",
         f"- Texts are cut at max_length {result['max_length']} tokens (short on purpose, so that big sizes are "
         "feasible on this machine and the runner's own per-row costs are visible).",
         "- time/row uses the report's labeling wall time (Ray start + model load + labeling + commits); a "
-        "fixed start-up cost makes it fall below 1 at bigger sizes. Linear = it stays <= ~1.",
+        "fixed start-up cost makes it fall below 1 at bigger sizes. Linear = it stays <= ~1. start-up = Ray start, "
+        "actor start, model load and the first batch; steady rows/s = the rest of the run (the report's "
+        "`first_batch_s` / `steady_rows_per_s`): constant steady throughput = linear time.",
         "- Peak RSS sums every process of the tree (shared pages such as the object store counted per process); "
         "PSS splits shared pages (the real footprint). Flat = the ratio stays near 1.",
         f"- encode_batch_size {result['encode_batch_size']}, runtime.batch_size {result['runtime_batch_size']}, "
