@@ -48,6 +48,13 @@ def prompt_logprob_params() -> Any:
     return SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
 
 
+def device_kwargs(on_gpu: bool, gpu_memory_utilization: float) -> dict[str, Any]:
+    """`vllm.LLM` keyword arguments that depend on the device (shared by generation and pooling engines)."""
+    if on_gpu:
+        return {"gpu_memory_utilization": gpu_memory_utilization}
+    return {"enforce_eager": True}  # torch.compile on CPU costs 30-120 s of start-up (DESIGN.md §4)
+
+
 def engine_kwargs(spec, model_path: str, on_gpu: bool) -> dict[str, Any]:
     """Keyword arguments of `vllm.LLM` for an EngineSpec."""
     kwargs: dict[str, Any] = {
@@ -67,8 +74,5 @@ def engine_kwargs(spec, model_path: str, on_gpu: bool) -> dict[str, Any]:
     if backend in ("xgrammar", "guidance"):
         config["disable_any_whitespace"] = True
     kwargs["structured_outputs_config"] = config
-    if on_gpu:
-        kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
-    else:
-        kwargs["enforce_eager"] = True  # torch.compile on CPU costs 30-120 s of start-up (DESIGN.md §4)
+    kwargs.update(device_kwargs(on_gpu, spec.gpu_memory_utilization))
     return kwargs

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from batchlabel.engines import sampling
 from batchlabel.errors import BatchlabelError
 
 
@@ -39,11 +40,8 @@ class VLLMClassifier:
             "max_model_len": max(64, max_length),
             "enable_prefix_caching": False,
             "seed": seed,
+            **sampling.device_kwargs(on_gpu, gpu_memory_utilization),
         }
-        if on_gpu:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        else:
-            kwargs["enforce_eager"] = True  # torch.compile on CPU costs 30-120 s of start-up (DESIGN.md §4)
         try:
             self.llm = vllm.LLM(**kwargs)
         except Exception as err:

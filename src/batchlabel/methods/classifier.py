@@ -42,6 +42,11 @@ def _base_reference(spec: JobSpec, marker: dict[str, Any]) -> str | None:
     return spec.method.base_model or marker.get("base_model")
 
 
+def _merges_adapter(method: ClassifierMethod) -> bool:
+    """Whether a LoRA adapter is folded into its base: asked for, or needed (vLLM loads one plain checkpoint)."""
+    return method.merge_adapter or method.engine == "vllm"
+
+
 def _local_config(reference: str | None, storage: StorageSettings) -> dict | None:
     """config.json of a local base model (s3:// and hub references are identified by name only)."""
     if reference is None or is_remote(reference):
@@ -75,7 +80,7 @@ class ClassifierLabeler(Labeler):
                 "files": marker.get("files"),
                 "base_model": base,
                 "base_config": _local_config(base, storage),
-                "merge_adapter": (spec.method.merge_adapter or spec.method.engine == "vllm") if base else False,
+                "merge_adapter": _merges_adapter(spec.method) if base else False,
                 "max_length": spec.method.max_length or marker.get("max_length"),
                 "dtype": spec.method.dtype,
                 "labels": spec.label_names,
@@ -101,8 +106,7 @@ class ClassifierLabeler(Labeler):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         local = local_model_dir(spec.head_path(), storage)
         self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(local), marker.get("padding_side", "right"))
-        # vLLM loads one plain checkpoint: an adapter is always merged for it
-        model = self._load_model(spec, marker, storage, local, merge=method.merge_adapter or method.engine == "vllm")
+        model = self._load_model(spec, marker, storage, local, merge=_merges_adapter(method))
         self.vllm = None
         if method.engine == "vllm":
             from batchlabel.engines.vllm_classifier import VLLMClassifier
