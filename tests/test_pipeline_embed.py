@@ -109,3 +109,18 @@ def test_row_errors_do_not_fail_the_job(ray_cluster, r8_small, trained_head, tmp
     assert result.report["error_rows"] == 3 and result.report["metrics"]["rows"] == 6
     report, _ = evaluate_output(str(tmp_path / "out"), STORAGE)
     assert report["metrics"] == result.report["metrics"]
+
+
+def test_one_actor_per_core_fills_the_node_without_hanging(ray_cluster, r8_small, trained_head, tmp_path):
+    """2 actors on the 2-CPU test Ray: the read (+ re-blocking) step must still get a CPU. Before the read
+    and re-blocking steps were fused this hung until the stall timeout."""
+    from batchlabel.methods import build_labeler
+
+    job = embed_job(r8_small, str(tmp_path / "out"), trained_head,
+                    runtime={"actors": 2, "batch_size": 8, "stall_timeout_s": 120})
+    spec = parse_job(job)
+    run_job(spec, progress=False)
+    table = read_committed(str(tmp_path / "out"), STORAGE).sort_by("id")
+    source = pq.read_table(r8_small["test"]).sort_by("id")
+    assert table.column("id").to_pylist() == source.column("id").to_pylist()  # every row once
+    assert table.column("label").to_pylist() == build_labeler(spec).label(source.column("text").to_pylist()).labels
