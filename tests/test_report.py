@@ -77,3 +77,28 @@ def test_report_files_written(tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["metrics"]["accuracy"] == 0.5
     assert '<img src="confusion_matrix.png"' in (tmp_path / "report.html").read_text()
     assert "| pos | 1.000 | 0.500 | 0.667 | 2 |" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_vectorised_metrics_equal_scikit_learn(seed):
+    """The report is computed column-wise (flat memory at millions of rows); it must give scikit-learn's numbers."""
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(seed)
+    labels = ["a", "b", "c", "d", "e"]
+    gold = [labels[i] for i in rng.integers(0, 4, 300)]  # "e" never gold
+    pool = [*labels[:3], None]  # "d" never predicted, some error rows
+    pred = [pool[i] for i in rng.integers(0, 4, 300)]
+    m = compute_metrics(gold, pred, labels)
+    y_pred = [p if p is not None else "(error)" for p in pred]
+    used = [label for label in labels if label in set(gold) | set(y_pred)]
+    precision, recall, f1, support = precision_recall_fscore_support(gold, y_pred, labels=used, zero_division=0)
+    assert list(m["per_class"]) == used == ["a", "b", "c", "d"]
+    for i, label in enumerate(used):
+        assert m["per_class"][label] == pytest.approx(
+            {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}, abs=1e-12)
+    assert m["macro_f1"] == pytest.approx(float(np.mean(f1)), abs=1e-12)
+    assert m["accuracy"] == pytest.approx(sum(g == p for g, p in zip(gold, y_pred)) / 300, abs=1e-12)
+    assert m["confusion_matrix"]["labels"] == labels + ["(error)"]
+    assert m["confusion_matrix"]["matrix"] == confusion_matrix(gold, y_pred, labels=labels + ["(error)"]).tolist()
