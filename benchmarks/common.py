@@ -53,7 +53,7 @@ def machine() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "load_avg_1_5_15_at_start": [round(x, 2) for x in load] if load else None,
         "os": platform.platform(),
@@ -269,6 +269,10 @@ def batchlabel_exe() -> list[str]:
     if exe.exists():
         return [str(exe)]
     return [sys.executable, "-c", "from batchlabel.cli import main; main()"]
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def quiet_env() -> dict[str, str]:

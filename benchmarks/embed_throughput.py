@@ -41,6 +41,7 @@ from common import (  # noqa: E402
     quiet_env,
     replicate_r8,
     run_measured,
+    usable_cores,
     write_results,
 )
 
@@ -53,7 +54,7 @@ ENCODER = "bundled:all-MiniLM-L6-v2"
 def _threads() -> int:
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     torch.set_num_threads(cores)
     return cores
 
@@ -220,7 +221,8 @@ def run_batchlabel(args: argparse.Namespace, work: Path, encode_batch_size: int,
         "labels": R8_LABELS,
         "method": {"name": "embed", "encoder": ENCODER, "head": args.head, "max_length": args.max_length,
                    "encode_batch_size": encode_batch_size},
-        "runtime": {"actors": 1, "batch_size": args.chunk_rows},
+        "runtime": {"actors": args.actors, "batch_size": args.chunk_rows,
+                    **({"threads_per_actor": args.threads_per_actor} if args.threads_per_actor else {})},
         "output": {"path": str(output), "shard_rows": args.shard_rows},
     }
     spec = work / f"{name}_job.yaml"
@@ -270,6 +272,12 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _actors_note(c: dict[str, Any]) -> str:
+    runtime = c["job"]["runtime"]
+    threads = runtime.get("threads_per_actor", "cores/actors")
+    return f"{runtime['actors']} actor(s) x {threads} thread(s)"
+
+
 def markdown(result: dict[str, Any]) -> str:
     a, b, c = result["notebook"], result["bare"], result["batchlabel"]
     rows = [
@@ -277,7 +285,7 @@ def markdown(result: dict[str, Any]) -> str:
          a["memory"]["peak_tree_pss_mib"]],
         [f"(b) bare batched loop (batch {b['best_batch_size']}, no Ray)", b["rows"], b["rows_per_s"],
          b["memory"]["peak_tree_rss_mib"], b["memory"]["peak_tree_pss_mib"]],
-        ["(c) batchlabel run (report rows/s)", c["rows"], c["rows_per_s"], c["memory"]["peak_tree_rss_mib"],
+        [f"(c) batchlabel run, {_actors_note(c)} (report rows/s)", c["rows"], c["rows_per_s"], c["memory"]["peak_tree_rss_mib"],
          c["memory"]["peak_tree_pss_mib"]],
         ["(c) batchlabel run (subprocess wall)", c["rows"], c["rows_per_s_subprocess_wall"], "", ""],
     ]
@@ -325,6 +333,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                         help="(b) rows sorted by length together = (c) runtime.batch_size (rows per Ray batch).")
     parser.add_argument("--shard-rows", type=int, default=5000, help="(c) output.shard_rows.")
     parser.add_argument("--encode-batch-size", type=int, help="(c) method.encode_batch_size (default: (b)'s best).")
+    parser.add_argument("--actors", type=int,
+                        help="(c) runtime.actors (default: one labeling actor per core, one thread each).")
+    parser.add_argument("--threads-per-actor", type=int, help="(c) runtime.threads_per_actor (default: cores / actors).")
+    parser.add_argument("--only-batchlabel", action="store_true",
+                        help="Probe: run (c) alone on --rows rows (no baselines, no results written).")
     parser.add_argument("--out-dir", type=Path, help="Where the JSON/Markdown go (default benchmarks/results).")
     parser.add_argument("--work-dir", type=Path, help="Scratch dir for data/output (default: a temp dir, removed).")
     parser.add_argument("--worker", choices=["notebook", "bare"], help=argparse.SUPPRESS)
@@ -349,6 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         args.worker_out.write_text(json.dumps(result))
         return None
 
+    args.actors = args.actors or usable_cores()
     args.notebook_rows = min(args.notebook_rows, args.rows)
     args.sweep_rows = min(args.sweep_rows, args.rows)
     for key, value in quiet_env().items():
@@ -361,6 +375,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         if not args.head:
             args.head = train_head(work / "head", args.head_rows_per_label, args.max_length)
             head_note = f"trained here on the first {args.head_rows_per_label} R8 train rows per label"
+        if args.only_batchlabel:
+            c = run_batchlabel(args, work, args.encode_batch_size or 8)
+            print(f"[embed] probe (c) actors {args.actors}: {c['rows_per_s']:.1f} rows/s, steady "
+                  f"{_fmt(c.get('steady_rows_per_s'))}, start-up {_fmt(c.get('first_batch_s'))} s; CPU s by process "
+                  f"{c['memory'].get('cpu_s_by_role')}", flush=True)
+            return None
         print(f"[embed] {args.rows} rows, max_length {args.max_length}; (a) notebook on {args.notebook_rows} rows ...",
               flush=True)
         a, a_mem = _worker("notebook", args, work)

@@ -21,7 +21,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, machine_markdown, md_table, quiet_env, replicate_r8, write_results  # noqa: E402
+from common import (  # noqa: E402
+    machine,
+    machine_markdown,
+    md_table,
+    quiet_env,
+    replicate_r8,
+    usable_cores,
+    write_results,
+)
 from embed_throughput import ENCODER, run_batchlabel, train_head  # noqa: E402
 
 
@@ -51,7 +59,8 @@ def markdown(result: dict[str, Any]) -> str:
         "- Peak RSS sums every process of the tree (shared pages such as the object store counted per process); "
         "PSS splits shared pages (the real footprint). Flat = the ratio stays near 1.",
         f"- encode_batch_size {result['encode_batch_size']}, runtime.batch_size {result['runtime_batch_size']}, "
-        f"shard_rows {result['shard_rows']}, object store {result['object_store']}.",
+        f"shard_rows {result['shard_rows']}, object store {result['object_store']}, runtime.actors "
+        f"{result['actors']} (threads per actor: {result['threads_per_actor'] or 'cores / actors'}).",
     ]
     if result.get("smoke"):
         lines.insert(2, "**Smoke run (tiny): the numbers mean nothing.**\n")
@@ -68,6 +77,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--encode-batch-size", type=int, default=64, help="method.encode_batch_size.")
     parser.add_argument("--chunk-rows", type=int, default=256, help="runtime.batch_size (rows per Ray batch).")
     parser.add_argument("--shard-rows", type=int, default=10_000, help="output.shard_rows.")
+    parser.add_argument("--actors", type=int, help="runtime.actors (default: one labeling actor per core).")
+    parser.add_argument("--threads-per-actor", type=int, help="runtime.threads_per_actor (default: cores / actors).")
     parser.add_argument("--out-dir", type=Path, help="Where the JSON/Markdown go (default benchmarks/results).")
     parser.add_argument("--work-dir", type=Path, help="Scratch dir (default: a temp dir, removed).")
     args = parser.parse_args(argv)
@@ -76,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sizes = [20, 40]
         args.head_rows_per_label = min(args.head_rows_per_label, 6)
         args.chunk_rows, args.shard_rows = 16, 20
+    args.actors = args.actors or usable_cores()
     for key, value in quiet_env().items():
         os.environ.setdefault(key, value)
     info = machine()
@@ -115,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runtime_batch_size": args.chunk_rows,
         "shard_rows": args.shard_rows,
         "object_store": "runtime.object_store_mb default (local Ray)",
+        "actors": args.actors,
+        "threads_per_actor": args.threads_per_actor,
         "machine": info,
         "runs": runs,
         "largest_vs_smallest": {
