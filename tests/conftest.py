@@ -106,7 +106,10 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 def moto_endpoint():
     """A real moto_server S3 endpoint on loopback, with fake credentials in the environment."""
     port = free_port()
-    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+    # the moto of the test environment first: a moto_server found on PATH may belong to another Python
+    # (a pyenv shim with moto 5.2.1 answered CompleteMultipartUpload in a way pyarrow 26 rejects)
+    beside = Path(sys.executable).with_name("moto_server")
+    exe = str(beside) if beside.exists() else shutil.which("moto_server")
     proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
