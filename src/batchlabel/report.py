@@ -42,12 +42,12 @@ def metrics_from_arrays(gold: pa.Array, predicted: pa.Array, labels: list[str]) 
     k = len(labels)
     y_true, y_pred = _codes(gold, labels), _codes(predicted, labels)
     n = len(y_true)
-    accuracy = float(np.count_nonzero((y_true == y_pred) & (y_true >= 0) & (y_true < k)) / n) if n else 0.0
-    known_true, known_pred = y_true[(y_true >= 0) & (y_true < k)], y_pred[(y_pred >= 0) & (y_pred < k)]
-    support_all = np.bincount(known_true, minlength=k)
-    predicted_all = np.bincount(known_pred, minlength=k)
-    both = (y_true == y_pred) & (y_true >= 0) & (y_true < k)
-    true_positive_all = np.bincount(y_true[both], minlength=k)
+    true_known, pred_known = (y_true >= 0) & (y_true < k), (y_pred >= 0) & (y_pred < k)
+    correct = true_known & (y_true == y_pred)
+    accuracy = float(np.count_nonzero(correct) / n) if n else 0.0
+    support_all = np.bincount(y_true[true_known], minlength=k)
+    predicted_all = np.bincount(y_pred[pred_known], minlength=k)
+    true_positive_all = np.bincount(y_true[correct], minlength=k)
     used = [i for i in range(k) if support_all[i] or predicted_all[i]]
     tp, support, pred_count = true_positive_all[used], support_all[used], predicted_all[used]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -100,7 +100,7 @@ def build_report(table: pa.Table, labels: list[str], run: dict[str, Any] | None 
     has_gold = pc.is_valid(gold)
     known = pc.and_(has_gold, pc.is_in(gold, value_set=pa.array(labels, pa.string())))
     outside = pc.filter(gold, pc.and_(has_gold, pc.invert(known)))
-    report["gold_rows"] = int(pc.sum(pc.cast(has_gold, pa.int64())).as_py() or 0)
+    report["gold_rows"] = len(gold) - gold.null_count
     report["gold_outside_label_set"] = {"rows": len(outside), "examples": sorted(pc.unique(outside).to_pylist())[:10]}
     if pc.any(known).as_py():
         scored_gold, scored_pred = pc.filter(gold, known), pc.filter(predicted, known)
