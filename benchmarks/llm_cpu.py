@@ -65,7 +65,7 @@ def sample(rows: int) -> tuple[list[str], list[str]]:
 def build(method: dict, engine_spec: dict, engine):
     from batchlabel.methods.prompt import PromptLabeler
     from batchlabel.methods.score import ScoreLabeler
-    from batchlabel.spec import parse_job
+    from batchlabel.config import parse_job
 
     spec = parse_job({"input": {"path": "unused"}, "labels": LABELS, "method": {**method, "engine": engine_spec},
                       "output": {"path": "unused"}})
@@ -110,14 +110,16 @@ def measure(name: str, labeler, texts: list[str], golds: list[str], batch: int) 
 
 
 def run_engine(engine_name: str, model: str, prefix_caching: bool, configs: list[str], texts, golds, batch, save) -> None:
-    from batchlabel.engines import build_engine
-    from batchlabel.spec import EngineSpec
-    from batchlabel.storage import StorageSettings
+    from pydantic import TypeAdapter
 
-    engine_spec = {"name": engine_name, "model": model, "max_article_tokens": 256, "max_model_len": 4096,
-                   "prefix_caching": prefix_caching, "batch_size": 8}
+    from batchlabel.config import EngineSpec
+    from batchlabel.engines import build_engine
+    from batchlabel.io.storage import StorageSettings
+
+    engine_spec = {"name": engine_name, "model": model, "max_article_tokens": 256, "max_model_len": 4096}
+    engine_spec.update({"prefix_caching": prefix_caching} if engine_name == "vllm" else {"batch_size": 8})
     started = time.perf_counter()
-    engine = build_engine(EngineSpec(**engine_spec), StorageSettings())
+    engine = build_engine(TypeAdapter(EngineSpec).validate_python(engine_spec), StorageSettings())
     load_s = time.perf_counter() - started
     for name in configs:
         labeler = build(CONFIGS[name], engine_spec, engine)

@@ -71,9 +71,9 @@ def main() -> int:
         return 2
 
     from batchlabel.methods import METHODS
-    from batchlabel.pipeline import run_job
-    from batchlabel.spec import load_job, parse_job
-    from batchlabel.train import train_model
+    from batchlabel.run.pipeline import run_job
+    from batchlabel.config import load_job, parse_job
+    from batchlabel.training.base import train_model
 
     out.mkdir(parents=True, exist_ok=True)
     adapter = out / "adapter"

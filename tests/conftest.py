@@ -66,8 +66,8 @@ def embed_job(r8: dict[str, Path], output: str, head: str, **extra) -> dict:
 @pytest.fixture(scope="session")
 def trained_head(r8_small, tmp_path_factory) -> str:
     """A linear head trained once per session on the small R8 train sample."""
-    from batchlabel.spec import parse_job
-    from batchlabel.train import train_model
+    from batchlabel.config import parse_job
+    from batchlabel.training.base import train_model
 
     head = str(tmp_path_factory.mktemp("head") / "r8_head")
     spec = parse_job(embed_job(r8_small, str(tmp_path_factory.mktemp("unused")), head))

@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from batchlabel.errors import BatchlabelError, OutputError
-from batchlabel.pipeline import run_job
-from batchlabel.sink import ShardSink, read_committed
-from batchlabel.source import plan_input, read_shards
-from batchlabel.spec import InputSpec, parse_job
-from batchlabel.storage import StorageSettings
+from batchlabel.run.pipeline import run_job
+from batchlabel.io.sink import ShardSink, read_committed
+from batchlabel.io.source import plan_input, read_shards
+from batchlabel.config import InputSpec, parse_job
+from batchlabel.io.storage import StorageSettings
 from conftest import REPO, embed_job
 
 STORAGE = StorageSettings()

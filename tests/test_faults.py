@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchlabel.pipeline import run_job
-from batchlabel.sink import read_committed
-from batchlabel.spec import parse_job
-from batchlabel.storage import StorageSettings
+from batchlabel.run.pipeline import run_job
+from batchlabel.io.sink import read_committed
+from batchlabel.config import parse_job
+from batchlabel.io.storage import StorageSettings
 from conftest import embed_job
 
 pytestmark = pytest.mark.slow

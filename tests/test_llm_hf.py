@@ -8,6 +8,9 @@ once per session: its labels are meaningless, the mechanics are real.
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +19,16 @@ import pytest
 
 from conftest import R8_LABELS
 
-from batchlabel.labels import LabelNormalizer
-from batchlabel.spec import LabelSpec, parse_job
-from batchlabel.structured import batch_constraint, parse_batch, parse_single
+from batchlabel.config.labels import LabelNormalizer
+from batchlabel.config import JobSpec, LabelSpec, parse_job
+from batchlabel.methods.structured import batch_constraint, parse_batch, parse_single
 
 LABELS = [LabelSpec(name=n, aliases=["fx"] if n == "money-fx" else []) for n in R8_LABELS]
 
 
 def tokenizer_source() -> str:
     """SmolLM2's tokenizer files: from the imported model dir if present, else converted from the GGUF."""
-    from batchlabel.models_import import smollm2_gguf
+    from batchlabel.models.gguf import smollm2_gguf
 
     return str(smollm2_gguf())
 
@@ -109,7 +112,7 @@ def test_batch_replies_are_checked_for_count_ids_and_labels():
 
 
 def test_prompts_put_static_content_first_and_the_article_last():
-    from batchlabel.prompts import Example, PromptBuilder
+    from batchlabel.methods.prompts import Example, PromptBuilder
 
     builder = PromptBuilder(LABELS, None)
     examples = [Example("profit up", "earn"), Example("bought a stake", "acq")]
@@ -122,9 +125,9 @@ def test_prompts_put_static_content_first_and_the_article_last():
 
 
 def test_few_shot_strategies(r8_small):
-    from batchlabel.fewshot import FewShotSelector
-    from batchlabel.spec import FewShotSpec
-    from batchlabel.storage import StorageSettings
+    from batchlabel.methods.fewshot import FewShotSelector
+    from batchlabel.config import FewShotSpec
+    from batchlabel.io.storage import StorageSettings
 
     source = {"path": str(r8_small["train"]), "gold_column": "label", "id_column": "id"}
     storage = StorageSettings()
@@ -145,6 +148,88 @@ def test_few_shot_strategies(r8_small):
     assert 0 < len(half.examples) < len(strat.examples)
 
 
+# ---------------------------------------------------------------- registries, missing extras, fingerprints (no model)
+
+
+def job_with(method: dict) -> JobSpec:
+    return parse_job({"input": {"path": "unused"}, "labels": R8_LABELS, "method": method, "output": {"path": "unused"}})
+
+
+def test_unknown_names_list_the_valid_ones_and_custom_labelers_load_through_the_registry():
+    from batchlabel.engines import engine_class
+    from batchlabel.errors import BatchlabelError
+    from batchlabel.methods import METHODS, labeler_class
+    from batchlabel.testing.faults import FaultyLabeler
+
+    with pytest.raises(BatchlabelError, match="Unknown engine 'gpt'; valid: hf, vllm, openai, together."):
+        engine_class("gpt")
+    with pytest.raises(BatchlabelError, match="Unknown method 'vote'; valid: embed, prompt, score, classifier."):
+        METHODS.load("vote")
+    custom = {"name": "custom", "labeler": "batchlabel.testing.faults:FaultyLabeler"}
+    assert labeler_class(job_with(custom)) is FaultyLabeler
+    with pytest.raises(BatchlabelError, match="Cannot load labeler batchlabel.testing.faults:Nope: .*no attribute 'Nope'"):
+        labeler_class(job_with({**custom, "labeler": "batchlabel.testing.faults:Nope"}))
+
+
+@pytest.mark.parametrize("engine, module", [("openai", "openai"), ("together", "langchain_together"), ("vllm", "vllm")])
+def test_a_missing_engine_package_names_its_extra_in_the_driver_and_in_the_actor(monkeypatch, engine, module):
+    from batchlabel.engines import build_engine
+    from batchlabel.errors import BatchlabelError
+    from batchlabel.io.storage import StorageSettings
+    from batchlabel.methods import preflight_method
+
+    from batchlabel.engines.vllm_engine import CPU_DEFAULTS
+
+    monkeypatch.setitem(sys.modules, module, None)  # "not installed"
+    for key, value in CPU_DEFAULTS.items():  # the vllm engine sets these before its import: undo after the test
+        monkeypatch.setenv(key, os.environ.get(key, value))
+    remote = {"base_url": "http://127.0.0.1:1/v1"} if engine != "vllm" else {}
+    spec = job_with({"name": "prompt", "engine": {"name": engine, "model": "org/model", **remote}})
+    extra = {"langchain_together": "together"}.get(module, module)
+    message = f"The {engine} engine needs the .*: " + re.escape(f"pip install 'batchlabel[{extra}]'.")
+    with pytest.raises(BatchlabelError, match=message):
+        preflight_method(spec, StorageSettings())  # driver: checked without importing
+    with pytest.raises(BatchlabelError, match=message):
+        build_engine(spec.method.engine, StorageSettings())  # actor: the import itself
+
+
+#: per engine, fields that change only speed (SPEED_ONLY) and fields that change results
+SPEED_FIELDS = {
+    "hf": {"batch_size": 3},
+    "vllm": {"prefix_caching": False, "tensor_parallel_size": 2, "gpu_memory_utilization": 0.5},
+    "openai": {"api_key_env": "OTHER_KEY", "concurrency": 9, "timeout_s": 5.0, "request_retries": 0},
+}
+SPEED_FIELDS["together"] = SPEED_FIELDS["openai"]
+RESULT_FIELDS = {"model": "org/other-model", "max_article_tokens": 99}
+
+
+def assert_fingerprint_follows_the_outcome(engine: dict) -> None:
+    from batchlabel.io.storage import StorageSettings
+    from batchlabel.methods import labeler_fingerprint
+
+    def fingerprint(engine_fields: dict, **method) -> str:
+        spec = job_with({"name": "prompt", "engine": {**engine, **engine_fields}, **method})
+        return labeler_fingerprint(spec, StorageSettings())  # driver-side: no model is loaded
+
+    base = fingerprint({})
+    for field, value in SPEED_FIELDS[engine["name"]].items():
+        assert fingerprint({field: value}) == base, f"{field} is speed-only"
+    for field, value in RESULT_FIELDS.items():
+        assert fingerprint({field: value}) != base, f"{field} changes results"
+    assert fingerprint({}, instructions="Be brief.") != base
+
+
+@pytest.mark.parametrize("name", ["openai", "together"])
+def test_remote_labeler_fingerprint_ignores_speed_only_fields(name):
+    assert_fingerprint_follows_the_outcome({"name": name, "model": "served-model", "base_url": "http://127.0.0.1:1/v1"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hf", "vllm"])
+def test_local_labeler_fingerprint_ignores_speed_only_fields(tiny_llm, name):
+    assert_fingerprint_follows_the_outcome({"name": name, "model": tiny_llm})
+
+
 # ---------------------------------------------------------------- hf engine + labelers
 
 
@@ -163,10 +248,10 @@ def test_hf_score_matches_a_plain_forward_pass(tiny_llm, r8_texts):
     import torch
 
     from batchlabel.engines.hf import HFEngine
-    from batchlabel.spec import EngineSpec
-    from batchlabel.storage import StorageSettings
+    from batchlabel.config import HFEngineSpec
+    from batchlabel.io.storage import StorageSettings
 
-    engine = HFEngine(EngineSpec(name="hf", model=tiny_llm, batch_size=3), StorageSettings())
+    engine = HFEngine(HFEngineSpec(name="hf", model=tiny_llm, batch_size=3), StorageSettings())
     prompts = [[{"role": "user", "content": t[:300]}] for t in r8_texts[:4]]
     fast = engine.score_labels(prompts, R8_LABELS)  # prompt once, label continuations on its KV cache
     first = engine.score_labels(prompts, R8_LABELS, first_token=True)
@@ -209,6 +294,19 @@ def test_prompt_single_is_constrained_and_confident(tiny_llm, r8_texts):
     assert lab.stats.prompts == 4 and lab.stats.prompt_tokens > 0
 
 
+@pytest.mark.slow
+def test_prompts_longer_than_the_context_are_error_rows(tiny_llm):
+    from batchlabel.config import HFEngineSpec
+    from batchlabel.engines.hf import HFEngine
+    from batchlabel.io.storage import StorageSettings
+
+    engine = HFEngine(HFEngineSpec(name="hf", model=tiny_llm, max_model_len=64), StorageSettings())
+    prompts = [[{"role": "user", "content": "short"}], [{"role": "user", "content": "word " * 200}]]
+    short, long = engine.generate(prompts, [None, None], max_tokens=8)
+    assert short.error is None and long.output_tokens == 0
+    assert long.error == f"prompt of {long.prompt_tokens} tokens exceeds max_model_len - max_tokens (56)"
+
+
 class DroppingEngine:
     """Wraps a REAL engine and removes the entry of one article from every batched reply it returns."""
 
@@ -236,10 +334,10 @@ class DroppingEngine:
 @pytest.mark.slow
 def test_batched_prompt_splits_and_reasks_then_records_errors(tiny_llm, r8_texts):
     from batchlabel.engines.hf import HFEngine
-    from batchlabel.spec import EngineSpec
-    from batchlabel.storage import StorageSettings
+    from batchlabel.config import HFEngineSpec
+    from batchlabel.io.storage import StorageSettings
 
-    real = HFEngine(EngineSpec(name="hf", model=tiny_llm, max_article_tokens=48), StorageSettings())
+    real = HFEngine(HFEngineSpec(name="hf", model=tiny_llm, max_article_tokens=48), StorageSettings())
     wrapper = DroppingEngine(real, drop_id="a3")  # the third article's answer always goes missing
     method = {"name": "prompt", "engine": {"name": "hf", "model": tiny_llm, "max_article_tokens": 48},
               "items_per_prompt": 4, "max_retries": 2}
@@ -271,10 +369,10 @@ def test_unconstrained_garbage_becomes_error_rows(tiny_llm, r8_texts):
 def test_run_job_prompt_and_score_hf_write_the_embed_schema(tiny_llm, r8_small, tmp_path, ray_cluster):
     import pyarrow.parquet as pq
 
-    from batchlabel.labeling import output_schema
-    from batchlabel.pipeline import run_job
-    from batchlabel.sink import read_committed
-    from batchlabel.storage import StorageSettings
+    from batchlabel.run.actor import output_schema
+    from batchlabel.run.pipeline import run_job
+    from batchlabel.io.sink import read_committed
+    from batchlabel.io.storage import StorageSettings
     from conftest import embed_job
 
     embed_spec = parse_job(embed_job(r8_small, str(tmp_path / "e"), str(tmp_path / "h")))

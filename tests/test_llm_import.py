@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batchlabel.spec import load_job
+from batchlabel.config import load_job
 
 ROOT = Path(__file__).resolve().parents[1]
 LLM_JOBS = ["reuters_prompt_vllm", "reuters_score_hf", "tweets_fewshot_vllm", "reuters_prompt_openai"]
@@ -24,7 +24,7 @@ def test_import_smollm2_gives_the_same_logits(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    from batchlabel.models_import import import_model, smollm2_gguf
+    from batchlabel.models.gguf import import_model, smollm2_gguf
 
     pytest.importorskip("gguf")
     out = tmp_path / "smollm2-135m"

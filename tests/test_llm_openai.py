@@ -71,12 +71,12 @@ def engine_spec(kind: str, base_url: str, **extra) -> dict:
 
 def test_openai_engine_follows_the_json_schema(server):
     from batchlabel.engines.openai_engine import OpenAIEngine
-    from batchlabel.labels import LabelNormalizer
-    from batchlabel.spec import EngineSpec, LabelSpec
-    from batchlabel.storage import StorageSettings
-    from batchlabel.structured import batch_constraint, parse_batch
+    from batchlabel.config.labels import LabelNormalizer
+    from batchlabel.config import LabelSpec, OpenAIEngineSpec
+    from batchlabel.io.storage import StorageSettings
+    from batchlabel.methods.structured import batch_constraint, parse_batch
 
-    engine = OpenAIEngine(EngineSpec(**engine_spec("openai", server)), StorageSettings())
+    engine = OpenAIEngine(OpenAIEngineSpec(**engine_spec("openai", server)), StorageSettings())
     norm = LabelNormalizer([LabelSpec(name=n) for n in R8_LABELS])
     ids = ["a1", "a2", "a3"]
     prompts = [[{"role": "user", "content": f"Classify texts {k}: [a1] x [a2] y [a3] z"}] for k in range(4)]
@@ -115,11 +115,11 @@ def test_together_engine_against_the_same_server(server, tiny_llm, r8_texts):
 
 
 def test_run_job_openai_writes_the_embed_schema(server, tiny_llm, r8_small, tmp_path, ray_cluster):
-    from batchlabel.labeling import output_schema
-    from batchlabel.pipeline import run_job
-    from batchlabel.sink import read_committed
-    from batchlabel.spec import parse_job
-    from batchlabel.storage import StorageSettings
+    from batchlabel.run.actor import output_schema
+    from batchlabel.run.pipeline import run_job
+    from batchlabel.io.sink import read_committed
+    from batchlabel.config import parse_job
+    from batchlabel.io.storage import StorageSettings
     from conftest import embed_job
 
     embed_spec = parse_job(embed_job(r8_small, str(tmp_path / "e"), str(tmp_path / "h")))
@@ -137,7 +137,7 @@ def test_retry_policy_backs_off_on_429_and_5xx_but_not_on_4xx():
     import openai
 
     from batchlabel.engines.base import Generation
-    from batchlabel.engines.openai_engine import retryable, with_retries
+    from batchlabel.engines.remote import retryable, with_retries
 
     request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
 
@@ -160,3 +160,43 @@ def test_retry_policy_backs_off_on_429_and_5xx_but_not_on_4xx():
     result = with_retries(flaky, retries=3, is_retryable=retryable)
     assert len(calls) == 1 and "BadRequestError" in result.error and "after 1 tries" in result.error
     assert retryable(openai.APITimeoutError(request=request)) and not retryable(ValueError("x"))
+
+
+def test_remote_engines_share_a_bounded_pool_and_report_failures_per_request():
+    import threading
+
+    import httpx
+    import openai
+
+    from batchlabel.config import OpenAIEngineSpec
+    from batchlabel.engines.base import Generation
+    from batchlabel.engines.remote import RemoteEngine
+    from batchlabel.io.storage import StorageSettings
+
+    class Echo(RemoteEngine):
+        """A remote engine whose 'server' answers in-process: each prompt's text back, 'fail' never."""
+
+        def __init__(self, spec, storage):
+            super().__init__(spec, storage)
+            self.lock, self.in_flight, self.most, self.calls = threading.Lock(), 0, 0, 0
+
+        def _one(self, messages, constraint, decoding):
+            with self.lock:
+                self.in_flight, self.calls = self.in_flight + 1, self.calls + 1
+                self.most = max(self.most, self.in_flight)
+            time.sleep(0.05)
+            with self.lock:
+                self.in_flight -= 1
+            if messages[0]["content"] == "fail":
+                response = httpx.Response(400, request=httpx.Request("POST", "http://127.0.0.1/v1/chat/completions"))
+                raise openai.BadRequestError("status 400", response=response, body=None)
+            return Generation(messages[0]["content"], 1, decoding.max_tokens)
+
+    spec = OpenAIEngineSpec(name="openai", model="m", base_url="http://127.0.0.1:1/v1", concurrency=2, request_retries=3)
+    engine = Echo(spec, StorageSettings())
+    texts = ["a", "b", "fail", "c", "d", "e"]
+    replies = engine.generate([[{"role": "user", "content": t}] for t in texts], [None] * 6, max_tokens=5)
+    assert [r.text for r in replies] == ["a", "b", "", "c", "d", "e"] and replies[0].output_tokens == 5
+    assert "BadRequestError" in replies[2].error and "after 1 tries" in replies[2].error  # a 4xx is not retried
+    assert engine.most == 2 and engine.calls == 6  # never more than `concurrency` requests in flight
+    engine.close()

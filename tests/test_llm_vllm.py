@@ -24,11 +24,11 @@ pytestmark = pytest.mark.slow
 def engines(tiny_llm):
     from batchlabel.engines.hf import HFEngine
     from batchlabel.engines.vllm_engine import VLLMEngine
-    from batchlabel.spec import EngineSpec
-    from batchlabel.storage import StorageSettings
+    from batchlabel.config import HFEngineSpec, VLLMEngineSpec
+    from batchlabel.io.storage import StorageSettings
 
-    fast = VLLMEngine(EngineSpec(name="vllm", model=tiny_llm, max_model_len=2048, max_article_tokens=64), StorageSettings())
-    reference = HFEngine(EngineSpec(name="hf", model=tiny_llm, max_article_tokens=64), StorageSettings())
+    fast = VLLMEngine(VLLMEngineSpec(name="vllm", model=tiny_llm, max_model_len=2048, max_article_tokens=64), StorageSettings())
+    reference = HFEngine(HFEngineSpec(name="hf", model=tiny_llm, max_article_tokens=64), StorageSettings())
     yield fast, reference
     fast.close()
 
@@ -75,11 +75,11 @@ def test_vllm_prompt_and_score_labelers(engines, tiny_llm, r8_texts):
 
 
 def test_run_job_prompt_vllm_writes_the_embed_schema(tiny_llm, r8_small, tmp_path, ray_cluster):
-    from batchlabel.labeling import output_schema
-    from batchlabel.pipeline import run_job
-    from batchlabel.sink import read_committed
-    from batchlabel.spec import parse_job
-    from batchlabel.storage import StorageSettings
+    from batchlabel.run.actor import output_schema
+    from batchlabel.run.pipeline import run_job
+    from batchlabel.io.sink import read_committed
+    from batchlabel.config import parse_job
+    from batchlabel.io.storage import StorageSettings
     from conftest import embed_job
 
     embed_spec = parse_job(embed_job(r8_small, str(tmp_path / "e"), str(tmp_path / "h")))

@@ -16,18 +16,13 @@ from conftest import embed_job
 
 from batchlabel.cli import app
 from batchlabel.errors import BatchlabelError, SpecError
-from batchlabel.nightly import (
-    EXIT_REGRESSION,
-    build_drift,
-    check_date,
-    current_labels,
-    run_night,
-    total_variation,
-)
-from batchlabel.pipeline_spec import PipelineSpec, load_pipeline
-from batchlabel.schedule import crontab_entry, merge_crontab
-from batchlabel.sink import read_committed
-from batchlabel.storage import StorageSettings
+from batchlabel.nightly.drift import build_drift, total_variation
+from batchlabel.nightly.night import EXIT_REGRESSION, run_night
+from batchlabel.nightly.partitions import check_date, current_labels
+from batchlabel.config.nightly import PipelineSpec, load_pipeline
+from batchlabel.nightly.schedule import crontab_entry, merge_crontab
+from batchlabel.io.sink import read_committed
+from batchlabel.io.storage import StorageSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,6 +137,107 @@ def test_two_nights_relabel_exactly_the_delta(ray_cluster, r8_small, trained_hea
     assert fourth["label_shift_tvd"] == 0.0  # same labels as night 3
 
 
+def _fake_run_job(spec, restart=False, progress=True, verbose=False, write_report=True):
+    """run_job without Ray or a model: labels each row by its text's length into a committed output."""
+    from batchlabel.hashing import text_hash
+    from batchlabel.report import writers
+    from batchlabel.report.metrics import build_report
+    from batchlabel.run.pipeline import RunResult
+
+    storage = StorageSettings()
+    source = pq.read_table(spec.input.path)
+    texts = source.column("text").to_pylist()
+    gold = "gold" if "gold" in source.column_names else "label"
+    table = pa.table({
+        "id": source.column("id"),
+        "label": pa.array(["a" if len(t) % 2 else "b" for t in texts], pa.string()),
+        "gold": source.column(gold),
+        "error": pa.nulls(len(texts), pa.string()),
+        "confidence": pa.array([0.9] * len(texts)),
+        "truncated": pa.array([False] * len(texts)),
+        "text_hash": pa.array([text_hash(t) for t in texts], pa.string()),
+        "labeler_fingerprint": pa.array(["fp-1"] * len(texts), pa.string()),
+    })
+    output = Path(spec.output.path)
+    output.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, output / "part-0.parquet")
+    manifest = {"job": spec.name, "shards": [{"file": "part-0.parquet"}]}
+    (output / "_manifest.json").write_text(json.dumps(manifest))
+    report = build_report(table, spec.label_names, {"job": spec.name})
+    files = writers.write_report(report, str(output), storage, writers.report_title(spec.name)) if write_report else []
+    return RunResult(str(output), manifest, report, files, table.num_rows, 0, 0.0, ["fp-1"])
+
+
+def test_night_scans_partitions_once_and_writes_its_report_once(tmp_path, monkeypatch):
+    """One latest_keys scan a night (staging and the drift check share it); report.json/.md written once,
+    with the drift section in it (no write, read back and rewrite)."""
+    import batchlabel.methods
+    import batchlabel.nightly.night as night
+    import batchlabel.run.pipeline
+    from batchlabel.config import parse_job
+    from batchlabel.nightly import partitions
+    from batchlabel.nightly.drift import render_drift
+
+    corpus = tmp_path / "corpus.parquet"
+    texts = ["short", "a longer text", "odd", "even", "x" * 11, "yy"]
+    labels = ["a", "b", "a", "b", "a", "b"]
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(6)], "text": texts, "label": labels}), corpus)
+    job = parse_job({
+        "name": "fake", "input": {"path": str(corpus), "gold_column": "label"}, "labels": ["a", "b"],
+        "method": {"name": "embed", "head": str(tmp_path / "head")}, "output": {"path": str(tmp_path / "unused")},
+    })
+    pipeline = PipelineSpec.model_validate({
+        "name": "p", "job": "unused.yaml", "output": str(tmp_path / "nightly"),
+        "gold": {"path": str(corpus), "gold_column": "label"},
+    })
+    monkeypatch.setattr(batchlabel.run.pipeline, "run_job", _fake_run_job)
+    monkeypatch.setattr(batchlabel.methods, "labeler_fingerprint", lambda spec, storage: "fp-1")
+    scans = []
+    real_latest_keys = partitions.latest_keys
+
+    def counting_latest_keys(*args, **kwargs):
+        scans.append(args)
+        return real_latest_keys(*args, **kwargs)
+
+    for module in (partitions, night):
+        monkeypatch.setattr(module, "latest_keys", counting_latest_keys)
+    writes: list[str] = []
+    real_write = StorageSettings.write_bytes
+
+    def counting_write(self, url: str, data: bytes) -> None:
+        writes.append(url)
+        real_write(self, url, data)
+
+    monkeypatch.setattr(StorageSettings, "write_bytes", counting_write)
+
+    def written(date: str, name: str) -> int:
+        return writes.count(str(tmp_path / "nightly" / f"date={date}" / name))
+
+    first = run_night(pipeline, job, "2026-11-23", progress=False)
+    assert first.counts["relabel"] == 6 and len(scans) == 1
+    partition = Path(first.partition)
+    assert written("2026-11-23", "report.json") == written("2026-11-23", "report.md") == 1
+    assert written("2026-11-23", "report.html") == written("2026-11-23", "drift.json") == 1
+    assert writes.count(str(partition / "_gold" / "report.json")) == 1  # the gold sample keeps its own report
+    report = json.loads((partition / "report.json").read_text())
+    assert report["drift"] == first.drift and report["metrics"]["rows"] == 6
+    markdown = (partition / "report.md").read_text()
+    assert markdown.startswith("# batchlabel report: p-2026-11-23\n")
+    assert markdown.endswith("\n\n" + render_drift(first.drift))
+    assert "Drift vs previous night (none)" in (partition / "report.html").read_text()
+    assert {str(partition / name) for name in ("report.json", "report.md", "drift.json")} <= set(first.files)
+
+    # a retried night (staging skipped) still scans once and writes its report once more
+    again = run_night(pipeline, job, "2026-11-23", progress=False)
+    assert again.resumed and len(scans) == 2 and written("2026-11-23", "report.json") == 2
+
+    # nothing changed: nothing labeled, no report, one scan
+    second = run_night(pipeline, job, "2026-11-24", progress=False)
+    assert second.counts["relabel"] == 0 and second.counts["unchanged"] == 6 and len(scans) == 3
+    assert written("2026-11-24", "report.json") == 0 and written("2026-11-24", "drift.json") == 1
+    assert second.drift["label_shift_tvd"] == 0.0 and second.drift["previous_date"] == "2026-11-23"
+
+
 def test_drift_thresholds():
     pipeline = PipelineSpec.model_validate(
         {"name": "p", "job": "x.yaml", "output": "out/x", "drift": {"max_accuracy_drop": 0.02, "max_label_shift": 0.1}}
@@ -199,7 +295,7 @@ def test_shipped_pipeline_loads_and_schedules(tmp_path):
 
 def test_deploy_manifests_parse_and_embed_valid_specs():
     """Every shipped KubeRay manifest parses, and the job/pipeline it carries is valid for batchlabel."""
-    from batchlabel.spec import parse_job
+    from batchlabel.config import parse_job
 
     files = sorted((REPO / "deploy").glob("*.yaml"))
     assert {f.name for f in files} >= {"rayjob-reuters-embed.yaml", "raycronjob-nightly-news.yaml"}

@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchlabel.errors import OutputError
-from batchlabel.labeling import output_schema
-from batchlabel.pipeline import evaluate_output, run_job
-from batchlabel.sink import read_committed
-from batchlabel.spec import parse_job
-from batchlabel.storage import StorageSettings
+from batchlabel.run.actor import output_schema
+from batchlabel.run.pipeline import evaluate_output, run_job
+from batchlabel.io.sink import read_committed
+from batchlabel.config import parse_job
+from batchlabel.io.storage import StorageSettings
 from conftest import R8_LABELS, embed_job
 
 pytestmark = pytest.mark.slow
@@ -43,6 +43,15 @@ def test_run_labels_every_row_exactly_once(ray_cluster, r8_small, trained_head, 
     assert metrics["accuracy"] >= 0.8 and metrics["macro_f1"] >= 0.75
     assert (tmp_path / "out" / "confusion_matrix.png").exists()
     assert json.loads((tmp_path / "out" / "report.json").read_text())["metrics"]["accuracy"] == metrics["accuracy"]
+
+
+def test_run_without_writing_the_report(ray_cluster, r8_small, trained_head, tmp_path):
+    """write_report=False: the report dict is computed, no report file is written (the caller writes it once)."""
+    out = tmp_path / "out"
+    result = run_job(parse_job(embed_job(r8_small, str(out), trained_head)), progress=False, write_report=False)
+    assert result.report_files == [] and result.report["metrics"]["rows"] == result.report["rows"]
+    assert not any((out / name).exists() for name in ("report.json", "report.md", "report.html", "confusion_matrix.png"))
+    assert (out / "_manifest.json").exists()
 
 
 def test_pipeline_matches_in_process_labeler(ray_cluster, r8_small, trained_head, tmp_path):

@@ -7,8 +7,10 @@ import json
 import pyarrow as pa
 import pytest
 
-from batchlabel.report import build_report, compute_metrics, write_report
-from batchlabel.storage import StorageSettings
+from batchlabel.report.metrics import build_report, compute_metrics
+
+from batchlabel.report.writers import write_report
+from batchlabel.io.storage import StorageSettings
 
 LABELS = ["pos", "neg", "neu"]
 
@@ -102,3 +104,17 @@ def test_vectorised_metrics_equal_scikit_learn(seed):
     assert m["accuracy"] == pytest.approx(sum(g == p for g, p in zip(gold, y_pred)) / 300, abs=1e-12)
     assert m["confusion_matrix"]["labels"] == labels + ["(error)"]
     assert m["confusion_matrix"]["matrix"] == confusion_matrix(gold, y_pred, labels=labels + ["(error)"]).tolist()
+
+
+def test_extra_sections_end_report_md_and_html(tmp_path):
+    """Callers add sections (the nightly drift) before the one write: appended to report.md, rendered in the HTML."""
+    table = pa.table({"label": ["pos"], "gold": ["pos"], "error": pa.nulls(1, pa.string()),
+                      "confidence": [0.7], "truncated": [False]})
+    report = {**build_report(table, LABELS), "drift": {"status": "ok"}}
+    write_report(report, str(tmp_path), StorageSettings(), "t")
+    plain = (tmp_path / "report.md").read_text()
+    section = "## Drift vs previous night (none)\n\n- night: 2026-11-24, status: **ok**\n"
+    write_report(report, str(tmp_path), StorageSettings(), "t", sections=[section, "## Last\n"])
+    assert (tmp_path / "report.md").read_text() == plain.rstrip("\n") + "\n\n" + section + "\n## Last\n"
+    assert "<h2>Drift vs previous night (none)</h2>" in (tmp_path / "report.html").read_text()
+    assert json.loads((tmp_path / "report.json").read_text())["drift"] == {"status": "ok"}

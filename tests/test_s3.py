@@ -7,10 +7,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from batchlabel.pipeline import evaluate_output, run_job
-from batchlabel.sink import read_committed
-from batchlabel.spec import parse_job
-from batchlabel.storage import StorageSettings
+from batchlabel.run.pipeline import evaluate_output, run_job
+from batchlabel.io.sink import read_committed
+from batchlabel.config import parse_job
+from batchlabel.io.storage import StorageSettings
 from conftest import embed_job
 
 pytestmark = pytest.mark.slow
@@ -54,8 +54,8 @@ def test_s3_in_s3_out_matches_local(ray_cluster, moto_endpoint, s3_bucket, r8_sm
 
 
 def test_training_writes_head_to_s3(moto_endpoint, s3_bucket, r8_small):
-    from batchlabel.heads import LinearHead
-    from batchlabel.train import train_model
+    from batchlabel.models.heads import LinearHead
+    from batchlabel.training.base import train_model
 
     spec = parse_job(embed_job(r8_small, f"{s3_bucket}/unused", f"{s3_bucket}/heads/h1", storage={"endpoint_url": moto_endpoint}))
     spec.train.input.limit = 80

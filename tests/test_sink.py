@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchlabel.errors import OutputError
-from batchlabel.sink import ShardSink, read_committed, read_manifest
-from batchlabel.source import plan_input
-from batchlabel.spec import InputSpec
-from batchlabel.storage import StorageSettings
+from batchlabel.io.sink import ShardSink, read_committed, read_manifest
+from batchlabel.io.source import plan_input
+from batchlabel.config import InputSpec
+from batchlabel.io.storage import StorageSettings
 
 STORAGE = StorageSettings()
 

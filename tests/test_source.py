@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchlabel.errors import InputError
-from batchlabel.source import plan_input, read_shards
-from batchlabel.spec import InputSpec, SplitSpec
-from batchlabel.storage import StorageSettings
+from batchlabel.io.source import plan_input, read_shards
+from batchlabel.config import InputSpec, SplitSpec
+from batchlabel.io.storage import StorageSettings
 
 STORAGE = StorageSettings()
 

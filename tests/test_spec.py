@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from batchlabel.errors import SpecError
-from batchlabel.overrides import apply_overrides
-from batchlabel.spec import JobSpec, load_job, parse_job
+from batchlabel.config.overrides import apply_overrides
+from batchlabel.config import JobSpec, load_job, parse_job
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = {
@@ -130,7 +130,7 @@ def test_result_hash_ignores_speed_only_method_fields():
     assert base.result_hash() != parse_job({**MINIMAL, "method": {**MINIMAL["method"], "max_length": 64}}).result_hash()
     engine = {"name": "vllm", "model": "models/smollm2-135m"}
     prompt = {**MINIMAL, "method": {"name": "prompt", "engine": engine}}
-    tuned = {**MINIMAL, "method": {"name": "prompt", "engine": {**engine, "batch_size": 32, "prefix_caching": False,
+    tuned = {**MINIMAL, "method": {"name": "prompt", "engine": {**engine, "prefix_caching": False,
                                                                "gpu_memory_utilization": 0.5}}}
     assert parse_job(prompt).result_hash() == parse_job(tuned).result_hash()
     other_model = {**MINIMAL, "method": {"name": "prompt", "engine": {**engine, "model": "models/gemma3-270m"}}}

@@ -16,9 +16,9 @@ import yaml
 from conftest import embed_job, free_port, wait_for_port
 
 from batchlabel.errors import BatchlabelError
-from batchlabel.sink import read_committed, read_manifest
-from batchlabel.storage import StorageSettings
-from batchlabel.submit import connect, default_address, job_env, redact, spec_yaml
+from batchlabel.io.sink import read_committed, read_manifest
+from batchlabel.io.storage import StorageSettings
+from batchlabel.cluster.submit import connect, default_address, job_env, redact, spec_yaml
 
 BIN = Path(sys.executable).parent
 SECRET = "testing-secret"  # the moto fixture's AWS_SECRET_ACCESS_KEY

@@ -15,7 +15,7 @@ import pytest
 from conftest import R8_LABELS
 
 from batchlabel.errors import BatchlabelError, SpecError
-from batchlabel.spec import parse_job
+from batchlabel.config import parse_job
 
 
 def minilm_tokenizer():
@@ -90,10 +90,10 @@ def losses(model_dir: str) -> tuple[list[float], list[float]]:
 
 
 def label_through_run(spec) -> dict[str, tuple[str, list[float]]]:
-    from batchlabel.labeling import prob_column
-    from batchlabel.pipeline import run_job
-    from batchlabel.sink import read_committed
-    from batchlabel.storage import StorageSettings
+    from batchlabel.run.actor import prob_column
+    from batchlabel.run.pipeline import run_job
+    from batchlabel.io.sink import read_committed
+    from batchlabel.io.storage import StorageSettings
 
     result = run_job(spec, progress=False)
     assert result.manifest["error_rows"] == 0
@@ -124,13 +124,16 @@ def test_spec_requires_base_model_and_matching_method(r8_small, tmp_path):
         parse_job(job)
     job = classifier_job(r8_small, "b", str(tmp_path / "m"), str(tmp_path / "o"))
     job["train"]["method"] = "head"
+    with pytest.raises(SpecError, match=r"train\.head\.base_model: unknown field"):
+        parse_job(job)  # the fine-tune fields do not belong to the head trainer
+    job["train"] = {k: v for k, v in job["train"].items() if k in ("method", "input", "output", "eval_fraction")}
     with pytest.raises(SpecError, match="trains for method 'embed'"):
         parse_job(job)
     job = classifier_job(r8_small, "b", str(tmp_path / "m"), str(tmp_path / "o"))
     job["train"]["method"] = "full"
     job["train"]["lora"]["qlora"] = True
-    with pytest.raises(SpecError, match="qlora applies only"):
-        parse_job(job)
+    with pytest.raises(SpecError, match=r"train\.full\.lora: unknown field"):
+        parse_job(job)  # a full fine-tune has no LoRA settings at all
     job = classifier_job(r8_small, "b", str(tmp_path / "m"), str(tmp_path / "o"))
     del job["train"]
     with pytest.raises(SpecError, match="method.model is required"):
@@ -142,7 +145,7 @@ def test_spec_requires_base_model_and_matching_method(r8_small, tmp_path):
 def test_qlora_on_cpu_is_a_clear_error(r8_small, tmp_path):
     import torch
 
-    from batchlabel.train import train_model
+    from batchlabel.training.base import train_model
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -151,9 +154,44 @@ def test_qlora_on_cpu_is_a_clear_error(r8_small, tmp_path):
         train_model(spec, progress=False)
 
 
+def test_unknown_train_method_lists_the_valid_ones():
+    from batchlabel.config.train import TRAINS_FOR
+    from batchlabel.models.classifier_artifact import MARKER_FILE
+    from batchlabel.models.heads import CONFIG_FILE
+    from batchlabel.training.base import TRAINERS, marker_file, trainer_for
+
+    assert TRAINERS.names() == list(TRAINS_FOR)  # every train.method of the spec has a trainer
+    for lookup in (trainer_for, marker_file):
+        with pytest.raises(BatchlabelError, match="Unknown train.method 'bogus'; valid: head, lora, full, instruct"):
+            lookup("bogus")
+    assert marker_file("head") == CONFIG_FILE
+    assert {marker_file(m) for m in ("lora", "full", "instruct")} == {MARKER_FILE}
+
+
+def test_head_trainer_honours_eval_fraction(r8_small, tmp_path):
+    """train.method head holds out the fine-tune trainers' id-hash share; the saved head uses every row."""
+    from conftest import embed_job
+
+    from batchlabel.training.base import train_model
+    from batchlabel.training.data import is_validation
+
+    ids = pq.read_table(r8_small["train"]).column("id").to_pylist()
+    held_out = {}
+    for fraction in (0.1, 0.3):
+        head = tmp_path / f"head_{fraction}"
+        job = embed_job(r8_small, str(tmp_path / "unused"), str(head), method={"max_length": 32},
+                        train={"eval_fraction": fraction})
+        result = train_model(parse_job(job), progress=False)
+        held_out[fraction] = result.validation["rows"]
+        assert held_out[fraction] == sum(is_validation(str(i), fraction) for i in ids)
+        assert result.rows == len(ids) and result.skipped_rows == 0
+        assert json.loads((head / "head.json").read_text())["train_rows"] == len(ids)
+    assert held_out[0.1] < held_out[0.3]
+
+
 def test_missing_artifact_is_a_clear_error(r8_small, tmp_path):
     from batchlabel.methods import preflight_method
-    from batchlabel.storage import StorageSettings
+    from batchlabel.io.storage import StorageSettings
 
     job = classifier_job(r8_small, "b", str(tmp_path / "m"), str(tmp_path / "o"))
     del job["train"]
@@ -168,7 +206,7 @@ def test_missing_artifact_is_a_clear_error(r8_small, tmp_path):
 @pytest.fixture(scope="module")
 def lora_model(r8_small, tmp_path_factory):
     """A LoRA adapter (q/v projections + score head) on a tiny random Llama, trained 2 epochs."""
-    from batchlabel.train import train_model
+    from batchlabel.training.base import train_model
 
     root = tmp_path_factory.mktemp("lora")
     base = tiny_llama(root / "base")
@@ -237,11 +275,12 @@ def test_lora_classifier_on_vllm_gives_the_hf_labels(lora_model, r8_small, ray_c
 
 @pytest.mark.slow
 def test_full_finetune_of_an_encoder_trains_and_labels_through_run(r8_small, tmp_path, ray_cluster):
-    from batchlabel.train import train_model
+    from batchlabel.training.base import train_model
 
     base = tiny_bert(tmp_path / "bert")
     train = {"method": "full", "epochs": 3, "learning_rate": 5e-3}
     job = classifier_job(r8_small, base, str(tmp_path / "model"), str(tmp_path / "labeled"), train)
+    del job["train"]["lora"]  # a full fine-tune has no LoRA settings (train.full.lora is an unknown field)
     spec = parse_job(job)
     train_model(spec, progress=False)
     train_losses, eval_losses = losses(str(tmp_path / "model"))
@@ -257,7 +296,7 @@ def test_full_finetune_of_an_encoder_trains_and_labels_through_run(r8_small, tmp
 def test_resume_from_checkpoint_matches_an_uninterrupted_run(r8_small, tmp_path, s3_bucket):
     """A run stopped after 3 steps and resumed to 6 ends with the same adapter as a 6-step run; output on S3."""
     from batchlabel.methods.classifier import ClassifierLabeler
-    from batchlabel.train import train_model
+    from batchlabel.training.base import train_model
 
     base = tiny_llama(tmp_path / "base")
     common = {"max_steps": 6, "eval_steps": 3, "lr_scheduler": "constant", "batch_size": 8, "max_length": 32}
@@ -272,8 +311,8 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(r8_small, tmp_path,
                             {**resumable, "resume_from_checkpoint": True})
     train_model(parse_job(second), progress=False)
 
-    from batchlabel.storage import StorageSettings
-    from batchlabel.training.artifacts import read_marker
+    from batchlabel.io.storage import StorageSettings
+    from batchlabel.models.classifier_artifact import read_marker
 
     marker = read_marker(f"{s3_bucket}/adapter", StorageSettings())
     assert marker["global_step"] == 6
@@ -290,7 +329,7 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(r8_small, tmp_path,
 
 @pytest.mark.parametrize("name", ["reuters_lora_train", "reuters_lora_label", "tweets_full_train"])
 def test_shipped_fine_tuning_jobs_are_valid(name):
-    from batchlabel.spec import ClassifierMethod, load_job
+    from batchlabel.config import ClassifierMethod, load_job
 
     spec = load_job(Path(__file__).resolve().parents[1] / "jobs" / f"{name}.yaml")
     assert isinstance(spec.method, ClassifierMethod)
@@ -302,7 +341,7 @@ def test_shipped_fine_tuning_jobs_are_valid(name):
 def test_two_ray_train_workers_run_the_same_trainer(r8_small, tmp_path, ray_cluster):
     """runtime.workers: 2 → Ray Train TorchTrainer with DDP (gloo); rank 0 writes a working adapter."""
     from batchlabel.methods.classifier import ClassifierLabeler
-    from batchlabel.train import train_model
+    from batchlabel.training.base import train_model
 
     base = tiny_llama(tmp_path / "base")
     job = classifier_job(r8_small, base, str(tmp_path / "adapter"), str(tmp_path / "labeled"))
@@ -325,7 +364,7 @@ def test_two_ray_train_workers_run_the_same_trainer(r8_small, tmp_path, ray_clus
 def test_instruct_lora_makes_a_merged_model_for_the_score_method(r8_small, tmp_path):
     """train.method instruct: causal-LM LoRA on the score prompt → merged HF dir that `score` labels with."""
     from batchlabel.methods.score import ScoreLabeler
-    from batchlabel.train import train_model
+    from batchlabel.training.base import train_model
 
     base = tiny_llama(tmp_path / "base")
     model_dir = str(tmp_path / "instruct")

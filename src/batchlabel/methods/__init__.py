@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from batchlabel.methods.base import Labeler
-    from batchlabel.spec import JobSpec
+from batchlabel.config import CustomMethod
+from batchlabel.registry import Registry, load_target
 
-METHODS: dict[str, str] = {
-    "embed": "batchlabel.methods.embed:EmbedLabeler",
-    "prompt": "batchlabel.methods.prompt:PromptLabeler",
-    "score": "batchlabel.methods.score:ScoreLabeler",
-    "classifier": "batchlabel.methods.classifier:ClassifierLabeler",
-}
+if TYPE_CHECKING:
+    from batchlabel.config import JobSpec
+    from batchlabel.methods.base import Labeler
+
+METHODS = Registry(
+    "method",
+    {
+        "embed": "batchlabel.methods.embed:EmbedLabeler",
+        "prompt": "batchlabel.methods.prompt:PromptLabeler",
+        "score": "batchlabel.methods.score:ScoreLabeler",
+        "classifier": "batchlabel.methods.classifier:ClassifierLabeler",
+    },
+)
 
 
 def labeler_class(spec: "JobSpec") -> type:
-    """The Labeler class for ``spec.method`` (imports its module only now)."""
-    from batchlabel.errors import BatchlabelError
-
-    target = spec.method.labeler if spec.method.name == "custom" else METHODS[spec.method.name]
-    module_name, _, class_name = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as err:
-        raise BatchlabelError(f"Cannot load labeler {target}: {err}") from None
+    """The Labeler class for ``spec.method`` (imports its module only now); ``custom`` loads ``method.labeler``."""
+    if isinstance(spec.method, CustomMethod):
+        return load_target(spec.method.labeler, f"labeler {spec.method.labeler}")
+    return METHODS.load(spec.method.name)
 
 
 def build_labeler(spec: "JobSpec") -> "Labeler":

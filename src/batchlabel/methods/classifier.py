@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from batchlabel.encoders import resolve_encoder
+from batchlabel.models.encoders import resolve_encoder
 from batchlabel.errors import BatchlabelError
-from batchlabel.fingerprint import stable_hash
+from batchlabel.hashing import stable_hash
 from batchlabel.methods.base import Labeler, LabelOutput
-from batchlabel.spec import ClassifierMethod, JobSpec
-from batchlabel.storage import StorageSettings, is_remote, local_model_dir
+from batchlabel.config import ClassifierMethod, JobSpec
+from batchlabel.io.storage import StorageSettings, is_remote, local_model_dir
 
 
 def _marker(spec: JobSpec, storage: StorageSettings) -> dict[str, Any]:
-    from batchlabel.training.artifacts import read_marker
+    from batchlabel.models.classifier_artifact import read_marker
 
     marker = read_marker(spec.head_path(), storage)
     if marker.get("labels") != spec.label_names:
@@ -68,21 +68,23 @@ class ClassifierLabeler(Labeler):
 
     @staticmethod
     def fingerprint_for(spec: JobSpec, storage: StorageSettings) -> str:
-        """Hash of the artifact's file digests (from its marker), base model, labels and inference settings."""
+        """Hash of the method's outcome (inference settings; no SPEED_ONLY field) with the settings it leaves
+        to the artifact resolved, the artifact's file digests (from its marker), base model and labels.
+        The artifact is identified by its files, not by where it is stored."""
         assert isinstance(spec.method, ClassifierMethod)
         marker = _marker(spec, storage)
         base = _base_reference(spec, marker)
+        method = spec.method.outcome()
+        del method["model"], method["base_model"]  # locations: the files and the resolved base identify them
+        method["merge_adapter"] = _merges_adapter(spec.method) if base else False
+        method["max_length"] = spec.method.max_length or marker.get("max_length")
         return stable_hash(
             {
-                "method": "classifier",
-                "engine": spec.method.engine,
+                "method": method,
                 "kind": marker.get("kind"),
                 "files": marker.get("files"),
                 "base_model": base,
                 "base_config": _local_config(base, storage),
-                "merge_adapter": _merges_adapter(spec.method) if base else False,
-                "max_length": spec.method.max_length or marker.get("max_length"),
-                "dtype": spec.method.dtype,
                 "labels": spec.label_names,
             }
         )
@@ -92,7 +94,7 @@ class ClassifierLabeler(Labeler):
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from batchlabel.training.tokens import prepare_tokenizer
+        from batchlabel.models.tokens import prepare_tokenizer
 
         method = spec.method
         assert isinstance(method, ClassifierMethod)
@@ -148,7 +150,7 @@ class ClassifierLabeler(Labeler):
 
     def probabilities(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
         """(n, n_labels) softmax probabilities in label-set order, and truncation flags."""
-        from batchlabel.training.tokens import tokenize
+        from batchlabel.models.tokens import tokenize
 
         ids, truncated = tokenize(self.tokenizer, texts, self.max_length)
         if self.vllm is not None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from batchlabel.encoders import resolve_encoder
+from batchlabel.models.encoders import resolve_encoder
 from batchlabel.errors import BatchlabelError
-from batchlabel.fingerprint import stable_hash
-from batchlabel.heads import CONFIG_FILE, LinearHead
+from batchlabel.hashing import stable_hash
+from batchlabel.models.heads import CONFIG_FILE, LinearHead
 from batchlabel.methods.base import Labeler, LabelOutput
-from batchlabel.spec import EmbedMethod, JobSpec
-from batchlabel.storage import StorageSettings, join
+from batchlabel.config import EmbedMethod, JobSpec
+from batchlabel.io.storage import StorageSettings, join
 
 
 def check_head_config(spec: JobSpec, config: dict) -> None:
@@ -43,24 +43,26 @@ class EmbedLabeler(Labeler):
 
     @staticmethod
     def fingerprint_for(spec: JobSpec, storage: StorageSettings, head: LinearHead | None = None) -> str:
-        """Hash of encoder (reference + config), max_length, head weights and label set; cheap, no model load."""
+        """Hash of the method's outcome (encoder reference, max_length; no SPEED_ONLY field), the encoder's
+        config, the head's weights and the label set; cheap, no model load. The head is identified by its
+        weights, not by where it is stored."""
         assert isinstance(spec.method, EmbedMethod)
         encoder_dir = Path(resolve_encoder(spec.method.encoder, storage))
         config = encoder_dir / "config.json"
         head = head or LinearHead.load(spec.head_path(), storage)
+        method = spec.method.outcome()
+        method.pop("head")
         return stable_hash(
             {
-                "method": "embed",
-                "encoder": spec.method.encoder,
+                "method": method,
                 "encoder_config": json.loads(config.read_text()) if config.is_file() else None,
-                "max_length": spec.method.max_length,
                 "head": head.digest(),
                 "labels": spec.label_names,
             }
         )
 
     def __init__(self, spec: JobSpec):
-        from batchlabel.encoders import SentenceEncoder
+        from batchlabel.models.encoders import SentenceEncoder
 
         assert isinstance(spec.method, EmbedMethod)
         storage = StorageSettings.from_spec(spec.storage)

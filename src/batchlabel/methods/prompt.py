@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from batchlabel.engines.base import Constraint, Engine
-from batchlabel.labels import LabelNormalizer
+from batchlabel.config.labels import LabelNormalizer
 from batchlabel.methods.base import LabelOutput
-from batchlabel.methods.llm_common import LLMLabeler, build_selector
-from batchlabel.prompts import PromptBuilder, short_id
-from batchlabel.spec import JobSpec, PromptMethod
-from batchlabel.structured import batch_constraint, parse_batch, parse_single, single_constraint
+from batchlabel.methods.llm import LLMLabeler, build_selector
+from batchlabel.methods.prompts import PromptBuilder, short_id
+from batchlabel.config import JobSpec, PromptMethod
+from batchlabel.methods.structured import batch_constraint, parse_batch, parse_single, single_constraint
 
 RETRY_TEMPERATURE = 0.7
 

@@ -2,7 +2,7 @@
 
 argmax is the label, softmax over the labels is the confidence, every label's probability is kept.
 With ``calibrate``, contextual calibration divides by each label's probability on content-free inputs
-(DESIGN.md §4: SmolLM2-135M on R8 goes from 0.30 to 0.38 accuracy with it).
+(docs/design.md, "Contextual calibration": SmolLM2-135M on R8 goes from 0.30 to 0.38 accuracy with it).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 from batchlabel.engines.base import Engine
 from batchlabel.errors import BatchlabelError
 from batchlabel.methods.base import LabelOutput
-from batchlabel.methods.llm_common import LLMLabeler, build_selector
-from batchlabel.prompts import PromptBuilder
-from batchlabel.spec import JobSpec, ScoreMethod
+from batchlabel.methods.llm import LLMLabeler, build_selector
+from batchlabel.methods.prompts import PromptBuilder
+from batchlabel.config import JobSpec, ScoreMethod
 
 
 def log_normalize(scores: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from batchlabel.methods.base import Labeler, LabelOutput
-from batchlabel.spec import JobSpec
+from batchlabel.config import JobSpec
 
 
 def _inner_spec(spec: JobSpec) -> JobSpec:

@@ -1,19 +1,7 @@
-"""Fine-tuning (`batchlabel train` with train.method lora | full): HF Trainer on a sequence classifier."""
+"""`batchlabel train`: one trainer per train.method, chosen in ``training.base`` (head | lora | full | instruct).
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from batchlabel.spec import JobSpec
-    from batchlabel.train import TrainResult
-
-
-def train_classifier(spec: "JobSpec", progress: bool = True) -> "TrainResult":
-    """Fine-tune train.base_model (LoRA or full) and write the artifact to train.output."""
-    from batchlabel.training.seqcls import train_sequence_classifier
-
-    return train_sequence_classifier(spec, progress=progress)
-
-
-__all__ = ["train_classifier"]
+``base`` holds the registry and dispatch; ``data`` the gold rows and their id-hash validation split;
+``head`` the linear head on embeddings; ``hf_trainer`` the HF-Trainer plumbing that ``seqcls`` (sequence
+classifier, lora | full) and ``instruct`` (causal-LM LoRA for the score method) share; ``distributed``
+runs a fine-tune on Ray Train workers.
+"""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+from batchlabel.report.pictures import figure_png
 
 
 def curves_png(log_history: list[dict]) -> bytes:
@@ -33,8 +33,4 @@ def curves_png(log_history: list[dict]) -> bytes:
     right.set_title("validation metrics")
     if right.get_lines():
         right.legend(loc="best")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi=100)

@@ -1,4 +1,5 @@
-"""runtime.workers > 1: run `seqcls.fit` in each worker of a Ray Train TorchTrainer (data parallel).
+"""runtime.workers > 1: run a fine-tune trainer's ``fit`` (seqcls or instruct) in each worker of a Ray
+Train TorchTrainer (data parallel).
 
 Ray Train starts the workers, sets up torch.distributed (gloo on CPU, NCCL on GPU) and the RANK /
 WORLD_SIZE environment; the HF Trainer inside ``fit`` picks that up and wraps the model in DDP, so the
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from batchlabel.errors import BatchlabelError
-from batchlabel.spec import JobSpec
+from batchlabel.config import JobSpec
 
 
 def _worker_loop(config: dict[str, Any]) -> dict[str, Any]:
@@ -22,8 +23,9 @@ def _worker_loop(config: dict[str, Any]) -> dict[str, Any]:
 
     import ray.train
 
-    from batchlabel.training.seqcls import fit
+    from batchlabel.registry import load_target
 
+    fit = load_target(config["fit"])
     rank = ray.train.get_context().get_world_rank()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     summary = fit(config["spec_json"], progress=config["progress"] and rank == 0)
@@ -31,19 +33,17 @@ def _worker_loop(config: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def fit_with_ray_train(spec: JobSpec, progress: bool) -> dict[str, Any]:
-    """Train with ``spec.runtime.workers`` Ray Train workers; return rank 0's summary."""
+def fit_with_ray_train(spec: JobSpec, progress: bool, fit: str, storage_path: Path) -> dict[str, Any]:
+    """Run ``fit`` ("module:function", ``fit(spec_json, progress) -> summary``) in ``spec.runtime.workers``
+    Ray Train workers, Ray Train's own files under ``storage_path``; return rank 0's summary."""
     import json
 
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from batchlabel.ray_runtime import ray_session
-    from batchlabel.training.seqcls import checkpoint_dir
+    from batchlabel.run.ray_runtime import ray_session
 
-    assert spec.train is not None
     runtime = spec.runtime
-    storage_path = Path(str(checkpoint_dir(spec.train)).rstrip("/") + ".ray").absolute()
     with ray_session(runtime) as cluster:
         use_gpu = runtime.gpus_per_actor > 0
         if not use_gpu and cluster.cpus < runtime.workers * runtime.cpus_per_actor:
@@ -56,7 +56,7 @@ def fit_with_ray_train(spec: JobSpec, progress: bool) -> dict[str, Any]:
             resources["GPU"] = runtime.gpus_per_actor
         trainer = TorchTrainer(
             _worker_loop,
-            train_loop_config={"spec_json": spec.model_dump_json(), "progress": progress},
+            train_loop_config={"spec_json": spec.model_dump_json(), "progress": progress, "fit": fit},
             scaling_config=ScalingConfig(num_workers=runtime.workers, use_gpu=use_gpu, resources_per_worker=resources),
             run_config=RunConfig(name=f"batchlabel-{spec.name}", storage_path=str(storage_path)),
         )

@@ -10,21 +10,23 @@ on the hf or vllm engine.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
-from typing import Any
 
-from batchlabel.encoders import resolve_encoder
+from batchlabel.config import InstructTrain, JobSpec, ScoreMethod
 from batchlabel.errors import BatchlabelError
-from batchlabel.spec import JobSpec, ScoreMethod
-from batchlabel.storage import StorageSettings
-from batchlabel.training.artifacts import publish
-from batchlabel.training.curves import curves_png
-from batchlabel.training.data import Rows, load_training_data
+from batchlabel.models.encoders import resolve_encoder
+from batchlabel.training.data import Rows
+from batchlabel.training import hf_trainer
+from batchlabel.training.result import TrainResult
+
+
+def train_instruct(spec: JobSpec, progress: bool = True) -> TrainResult:
+    """`batchlabel train` for train.method instruct (see ``hf_trainer.train_finetuned``)."""
+    if not isinstance(spec.train, InstructTrain):
+        raise BatchlabelError("train_instruct needs train.method instruct.")
+    if not isinstance(spec.method, ScoreMethod):
+        raise BatchlabelError("train.method 'instruct' trains a model for the score method: set method.name: score.")
+    return hf_trainer.train_finetuned(spec, progress, fit)
 
 
 def _examples(rows: Rows, chat, builder, labels: list[str], max_article_tokens: int) -> list[dict]:
@@ -38,6 +40,7 @@ def _examples(rows: Rows, chat, builder, labels: list[str], max_article_tokens: 
 
 
 def _collator(pad_id: int, side: str):
+    """Pads input_ids with ``pad_id``, labels with -100 (no loss), on ``side``; builds the attention mask."""
     import torch
 
     def collate(features: list[dict]) -> dict:
@@ -56,33 +59,23 @@ def _collator(pad_id: int, side: str):
     return collate
 
 
-def fit_instruct(spec: JobSpec, progress: bool = True) -> dict[str, Any]:
-    """Train, merge and publish; returns the same summary dict as ``seqcls.fit``."""
-    from rich.console import Console
-
+def fit(spec_json: str, progress: bool = True) -> hf_trainer.Summary:
+    """Train, merge and (on rank 0) publish; returns the same summary dict as ``seqcls.fit``."""
     from batchlabel.engines.base import ChatTokenizer
-    from batchlabel.prompts import PromptBuilder
-    from batchlabel.training.seqcls import _resume_point, checkpoint_dir, training_arguments
+    from batchlabel.methods.prompts import PromptBuilder
 
-    train = spec.train
-    assert train is not None
-    if not isinstance(spec.method, ScoreMethod):
-        raise BatchlabelError("train.method 'instruct' trains a model for the score method: set method.name: score.")
-    console = Console(stderr=True, quiet=not progress)
-    started = time.monotonic()
-    storage = StorageSettings.from_spec(spec.storage)
-    data = load_training_data(spec, train, storage)
+    ctx = hf_trainer.start_fit(spec_json, progress)
+    spec, train, data, console = ctx.spec, ctx.train, ctx.data, ctx.console
+    assert isinstance(train, InstructTrain) and isinstance(spec.method, ScoreMethod)
     console.print(
         f"instruction-tuning (LoRA, causal LM) {train.base_model} on {len(data.train)} rows, "
         f"{len(data.validation)} held out ({data.skipped} skipped)"
     )
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForCausalLM, EarlyStoppingCallback, Trainer, set_seed
-    from transformers.trainer_callback import PrinterCallback
+    from transformers import AutoModelForCausalLM
 
-    set_seed(train.seed)
-    base_dir = resolve_encoder(train.base_model or "", storage)
+    base_dir = resolve_encoder(train.base_model or "", ctx.storage)
     chat = ChatTokenizer(base_dir)
     tokenizer = chat.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -97,53 +90,20 @@ def fit_instruct(spec: JobSpec, progress: bool = True) -> dict[str, Any]:
         lora_dropout=train.lora.dropout, target_modules=train.lora.target_modules,
     )
     model = get_peft_model(model, config)
-    directory = checkpoint_dir(train)
-    resume = _resume_point(train, directory)
-    if resume is None and directory.exists() and os.environ.get("RANK", "0") == "0":
-        shutil.rmtree(directory)
-    has_validation = len(val_rows) > 0
-    args = training_arguments(train, directory, has_validation, progress)
-    args.metric_for_best_model = "eval_loss"
-    callbacks = []
-    if has_validation and train.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.early_stopping_patience))
-    trainer = Trainer(
-        model=model, args=args, train_dataset=train_rows, eval_dataset=val_rows or None,
-        data_collator=_collator(pad_id, train.padding_side), callbacks=callbacks,
-    )
-    if not progress:
-        trainer.remove_callback(PrinterCallback)
-    output = trainer.train(resume_from_checkpoint=resume)
+    run = hf_trainer.run_trainer(ctx, model, train_rows, val_rows, _collator(pad_id, train.padding_side), progress)
     validation: dict = {}
-    if has_validation:
-        metrics = trainer.evaluate()
+    if val_rows:
+        metrics = run.trainer.evaluate()
         validation = {"rows": len(val_rows), "loss": float(metrics["eval_loss"])}
-    summary = {"rows": len(data.train), "skipped": data.skipped, "validation": validation, "step": trainer.state.global_step}
-    if not trainer.is_world_process_zero():
-        return summary
-    marker = {
-        "kind": "instruct",
-        "labels": spec.label_names,
-        "base_model": train.base_model,
-        "max_length": train.max_length,
-        "train": train.model_dump(mode="json", exclude={"input", "output", "inline", "c", "max_iter"}),
-        "train_input": train.input.path,
-        "train_rows": len(data.train),
-        "validation_rows": len(data.validation),
-        "global_step": trainer.state.global_step,
-        "resumed_from": resume,
-        "training_loss": output.training_loss,
-        "validation": validation,
-        "world_size": trainer.args.world_size,
-        "use_with": "method score (or prompt) with engine.model set to this directory",
-    }
-    merged = trainer.model.merge_and_unload()
-    with tempfile.TemporaryDirectory(prefix="batchlabel-train-") as staging:
-        local = Path(staging)
-        merged.save_pretrained(str(local))
-        tokenizer.save_pretrained(str(local))
-        (local / "training_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-        (local / "training_curves.png").write_bytes(curves_png(trainer.state.log_history))
-        publish(local, train.output, storage, marker)
-    console.print(f"merged instruction-tuned model written to {train.output} in {time.monotonic() - started:.1f} s")
-    return summary
+    result = hf_trainer.summary(ctx, run, validation)
+    if not run.trainer.is_world_process_zero():
+        return result
+    marker = hf_trainer.artifact_marker(
+        ctx, run, validation,
+        kind="instruct",
+        base_model=train.base_model,
+        use_with="method score (or prompt) with engine.model set to this directory",
+    )
+    hf_trainer.publish_run(ctx, run, run.trainer.model.merge_and_unload(), tokenizer, marker)
+    console.print(f"merged instruction-tuned model written to {train.output} in {time.monotonic() - ctx.started:.1f} s")
+    return result

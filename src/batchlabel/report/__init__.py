@@ -1,0 +1,1 @@
+"""The accuracy report: metrics (metrics.py), pictures (pictures.py), files (writers.py)."""

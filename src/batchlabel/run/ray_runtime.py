@@ -1,0 +1,80 @@
+"""Start (and stop) a loopback-only local Ray, or connect to the cluster in $RAY_ADDRESS."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from batchlabel.config import RuntimeSpec
+
+# CPU that each read task asks Ray for. It must equal what the re-blocking step after the read asks for
+# (`Dataset.repartition(target_num_rows_per_block=...)` always asks for 1 CPU; the public API cannot change
+# that): only then does Ray fuse the two into one task. Unfused, every re-blocking task needs a whole free
+# CPU and the blocks take an extra trip through the object store; with actors holding all but 0.5 CPU the
+# job hangs (it did with 2 actors on 2 cores). Actors on a local Ray never take the last of it.
+READ_TASK_CPUS = 1.0
+
+
+@dataclass(frozen=True)
+class ClusterResources:
+    cpus: float
+    gpus: float
+    started_here: bool
+
+
+def actor_cpus(runtime: RuntimeSpec, cluster: ClusterResources) -> float:
+    """CPUs to reserve per actor so that read tasks can always be scheduled.
+
+    (docs/design.md, "Ray: read tasks, actors and the CPU deadlock")
+    """
+    if not cluster.started_here:
+        return runtime.cpus_per_actor
+    room = max(0.01, math.floor((cluster.cpus - READ_TASK_CPUS) / runtime.actors * 1000) / 1000)
+    return min(runtime.cpus_per_actor, room)
+
+
+def actor_threads(runtime: RuntimeSpec, cluster: ClusterResources) -> int:
+    if runtime.threads_per_actor:
+        return runtime.threads_per_actor
+    if cluster.started_here:  # the cores of this machine, not Ray's logical CPU count
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(cores, int(cluster.cpus)) // runtime.actors)
+    return max(1, int(round(runtime.cpus_per_actor)))
+
+
+@contextmanager
+def ray_session(runtime: RuntimeSpec, verbose: bool = False) -> Iterator[ClusterResources]:
+    """A Ray connection for the duration of a job. Local Ray listens on 127.0.0.1 only."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        common = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
+        if address:
+            ray.init(address=address, **common)
+        else:
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            ray.init(
+                address="local",  # always a new local instance, never a `ray start` cluster found by chance
+                num_cpus=max(2, os.cpu_count() or 1),  # logical: one core's worth for reads + the actors
+                include_dashboard=False,
+                object_store_memory=runtime.object_store_mb * 1024 * 1024,
+                _node_ip_address="127.0.0.1",
+                **common,
+            )
+            started = True
+    if not verbose:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    resources = ray.cluster_resources()
+    # a single-node Ray that a caller opened in this process (tests, nightly) is sized like our own
+    single_node = started or (not os.environ.get("RAY_ADDRESS") and len(ray.nodes()) == 1)
+    try:
+        yield ClusterResources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), single_node)
+    finally:
+        if started:
+            ray.shutdown()
