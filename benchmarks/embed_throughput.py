@@ -66,8 +66,8 @@ def _encoder_dir() -> str:
 
 
 def _load_head(head_dir: str):
-    from batchlabel.models.heads import LinearHead
     from batchlabel.io.storage import StorageSettings
+    from batchlabel.models.heads import LinearHead
 
     return LinearHead.load(head_dir, StorageSettings())
 
@@ -175,9 +175,9 @@ def train_head(out_dir: Path, per_label: int, max_length: int) -> str:
     """Logistic-regression head on a fixed, label-stratified R8 train sample (first rows of each label)."""
     import pyarrow.parquet as pq
 
+    from batchlabel.io.storage import StorageSettings
     from batchlabel.models.encoders import SentenceEncoder
     from batchlabel.models.heads import LinearHead
-    from batchlabel.io.storage import StorageSettings
 
     table = pq.read_table(R8_TRAIN, columns=["text", "label"])
     taken: dict[str, int] = {}

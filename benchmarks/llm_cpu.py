@@ -63,9 +63,9 @@ def sample(rows: int) -> tuple[list[str], list[str]]:
 
 
 def build(method: dict, engine_spec: dict, engine):
+    from batchlabel.config import parse_job
     from batchlabel.methods.prompt import PromptLabeler
     from batchlabel.methods.score import ScoreLabeler
-    from batchlabel.config import parse_job
 
     spec = parse_job({"input": {"path": "unused"}, "labels": LABELS, "method": {**method, "engine": engine_spec},
                       "output": {"path": "unused"}})

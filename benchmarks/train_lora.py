@@ -70,9 +70,9 @@ def main() -> int:
         print(f"{base_model} is missing: run `batchlabel models import-gguf smollm2-135m` first", file=sys.stderr)
         return 2
 
+    from batchlabel.config import load_job, parse_job
     from batchlabel.methods import METHODS
     from batchlabel.run.pipeline import run_job
-    from batchlabel.config import load_job, parse_job
     from batchlabel.training.base import train_model
 
     out.mkdir(parents=True, exist_ok=True)

@@ -12,12 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from batchlabel.config import InputSpec, parse_job
 from batchlabel.errors import BatchlabelError, OutputError
-from batchlabel.run.pipeline import run_job
 from batchlabel.io.sink import ShardSink, read_committed
 from batchlabel.io.source import plan_input, read_shards
-from batchlabel.config import InputSpec, parse_job
 from batchlabel.io.storage import StorageSettings
+from batchlabel.run.pipeline import run_job
+
 from conftest import REPO, embed_job
 
 STORAGE = StorageSettings()

@@ -116,7 +116,6 @@ def test_every_speed_only_field_is_marked_next_to_its_declaration():
 
 def _all_spec_models() -> set[type]:
     import batchlabel.config as config
-
     from batchlabel.config.nightly import PipelineSpec
 
     seen: set[type] = set()

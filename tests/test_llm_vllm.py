@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import R8_LABELS
-from test_llm_hf import labeler, llm_job, tiny_llm, r8_texts  # noqa: F401  (fixtures)
+from test_llm_hf import labeler, llm_job, r8_texts, tiny_llm  # noqa: F401  (fixtures)
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -22,9 +22,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def engines(tiny_llm):
+    from batchlabel.config import HFEngineSpec, VLLMEngineSpec
     from batchlabel.engines.hf import HFEngine
     from batchlabel.engines.vllm_engine import VLLMEngine
-    from batchlabel.config import HFEngineSpec, VLLMEngineSpec
     from batchlabel.io.storage import StorageSettings
 
     fast = VLLMEngine(VLLMEngineSpec(name="vllm", model=tiny_llm, max_model_len=2048, max_article_tokens=64), StorageSettings())
@@ -75,11 +75,12 @@ def test_vllm_prompt_and_score_labelers(engines, tiny_llm, r8_texts):
 
 
 def test_run_job_prompt_vllm_writes_the_embed_schema(tiny_llm, r8_small, tmp_path, ray_cluster):
+    from batchlabel.config import parse_job
+    from batchlabel.io.sink import read_committed
+    from batchlabel.io.storage import StorageSettings
     from batchlabel.run.actor import output_schema
     from batchlabel.run.pipeline import run_job
-    from batchlabel.io.sink import read_committed
-    from batchlabel.config import parse_job
-    from batchlabel.io.storage import StorageSettings
+
     from conftest import embed_job
 
     embed_spec = parse_job(embed_job(r8_small, str(tmp_path / "e"), str(tmp_path / "h")))

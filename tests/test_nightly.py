@@ -12,17 +12,17 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import embed_job
-
 from batchlabel.cli import app
+from batchlabel.config.nightly import PipelineSpec, load_pipeline
 from batchlabel.errors import BatchlabelError, SpecError
+from batchlabel.io.sink import read_committed
+from batchlabel.io.storage import StorageSettings
 from batchlabel.nightly.drift import build_drift, total_variation
 from batchlabel.nightly.night import EXIT_REGRESSION, run_night
 from batchlabel.nightly.partitions import check_date, current_labels
-from batchlabel.config.nightly import PipelineSpec, load_pipeline
 from batchlabel.nightly.schedule import crontab_entry, merge_crontab
-from batchlabel.io.sink import read_committed
-from batchlabel.io.storage import StorageSettings
+
+from conftest import embed_job
 
 REPO = Path(__file__).resolve().parents[1]
 

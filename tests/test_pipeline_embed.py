@@ -8,12 +8,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from batchlabel.config import parse_job
 from batchlabel.errors import OutputError
+from batchlabel.io.sink import read_committed
+from batchlabel.io.storage import StorageSettings
 from batchlabel.run.actor import output_schema
 from batchlabel.run.pipeline import evaluate_output, run_job
-from batchlabel.io.sink import read_committed
-from batchlabel.config import parse_job
-from batchlabel.io.storage import StorageSettings
+
 from conftest import R8_LABELS, embed_job
 
 pytestmark = pytest.mark.slow

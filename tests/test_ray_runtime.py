@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from batchlabel.run.ray_runtime import READ_TASK_CPUS, ClusterResources, actor_cpus, actor_threads
 from batchlabel.config import RuntimeSpec
+from batchlabel.run.ray_runtime import READ_TASK_CPUS, ClusterResources, actor_cpus, actor_threads
 
 
 @pytest.mark.parametrize("cpus, actors", [(2, 1), (2, 2), (2, 3), (4, 4), (16, 15), (3, 2)])

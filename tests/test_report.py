@@ -7,10 +7,9 @@ import json
 import pyarrow as pa
 import pytest
 
-from batchlabel.report.metrics import build_report, compute_metrics
-
-from batchlabel.report.writers import write_report
 from batchlabel.io.storage import StorageSettings
+from batchlabel.report.metrics import build_report, compute_metrics
+from batchlabel.report.writers import write_report
 
 LABELS = ["pos", "neg", "neu"]
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import boto3
 import pytest
 
-from batchlabel.run.pipeline import evaluate_output, run_job
-from batchlabel.io.sink import read_committed
 from batchlabel.config import parse_job
+from batchlabel.io.sink import read_committed
 from batchlabel.io.storage import StorageSettings
+from batchlabel.run.pipeline import evaluate_output, run_job
+
 from conftest import embed_job
 
 pytestmark = pytest.mark.slow

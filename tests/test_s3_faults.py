@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from batchlabel.run.pipeline import run_job
-from batchlabel.io.sink import read_committed
 from batchlabel.config import parse_job
+from batchlabel.io.sink import read_committed
 from batchlabel.io.storage import StorageSettings
+from batchlabel.run.pipeline import run_job
+
 from conftest import embed_job
 from flaky_proxy import FlakyProxy
 

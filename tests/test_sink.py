@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchlabel.config import InputSpec
 from batchlabel.errors import OutputError
 from batchlabel.io.sink import ShardSink, read_committed, read_manifest
 from batchlabel.io.source import plan_input
-from batchlabel.config import InputSpec
 from batchlabel.io.storage import StorageSettings
 
 STORAGE = StorageSettings()

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchlabel.config import InputSpec, SplitSpec
 from batchlabel.errors import InputError
 from batchlabel.io.source import plan_input, read_shards
-from batchlabel.config import InputSpec, SplitSpec
 from batchlabel.io.storage import StorageSettings
 
 STORAGE = StorageSettings()

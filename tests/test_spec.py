@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchlabel.errors import SpecError
-from batchlabel.config.overrides import apply_overrides
 from batchlabel.config import JobSpec, load_job, parse_job
+from batchlabel.config.overrides import apply_overrides
+from batchlabel.errors import SpecError
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = {

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import embed_job, free_port, wait_for_port
-
+from batchlabel.cluster.submit import connect, default_address, job_env, redact, spec_yaml
 from batchlabel.errors import BatchlabelError
 from batchlabel.io.sink import read_committed, read_manifest
 from batchlabel.io.storage import StorageSettings
-from batchlabel.cluster.submit import connect, default_address, job_env, redact, spec_yaml
+
+from conftest import embed_job, free_port, wait_for_port
 
 BIN = Path(sys.executable).parent
 SECRET = "testing-secret"  # the moto fixture's AWS_SECRET_ACCESS_KEY

@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import R8_LABELS
-
-from batchlabel.errors import BatchlabelError, SpecError
 from batchlabel.config import parse_job
+from batchlabel.errors import BatchlabelError, SpecError
+
+from conftest import R8_LABELS
 
 
 def minilm_tokenizer():
@@ -90,10 +90,10 @@ def losses(model_dir: str) -> tuple[list[float], list[float]]:
 
 
 def label_through_run(spec) -> dict[str, tuple[str, list[float]]]:
-    from batchlabel.run.actor import prob_column
-    from batchlabel.run.pipeline import run_job
     from batchlabel.io.sink import read_committed
     from batchlabel.io.storage import StorageSettings
+    from batchlabel.run.actor import prob_column
+    from batchlabel.run.pipeline import run_job
 
     result = run_job(spec, progress=False)
     assert result.manifest["error_rows"] == 0
@@ -170,10 +170,10 @@ def test_unknown_train_method_lists_the_valid_ones():
 
 def test_head_trainer_honours_eval_fraction(r8_small, tmp_path):
     """train.method head holds out the fine-tune trainers' id-hash share; the saved head uses every row."""
-    from conftest import embed_job
-
     from batchlabel.training.base import train_model
     from batchlabel.training.data import is_validation
+
+    from conftest import embed_job
 
     ids = pq.read_table(r8_small["train"]).column("id").to_pylist()
     held_out = {}
@@ -190,8 +190,8 @@ def test_head_trainer_honours_eval_fraction(r8_small, tmp_path):
 
 
 def test_missing_artifact_is_a_clear_error(r8_small, tmp_path):
-    from batchlabel.methods import preflight_method
     from batchlabel.io.storage import StorageSettings
+    from batchlabel.methods import preflight_method
 
     job = classifier_job(r8_small, "b", str(tmp_path / "m"), str(tmp_path / "o"))
     del job["train"]

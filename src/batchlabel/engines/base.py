@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from batchlabel.errors import BatchlabelError
 from batchlabel.config import EngineSpec
+from batchlabel.errors import BatchlabelError
 from batchlabel.io.storage import StorageSettings, is_remote, local_model_dir
 
 Messages = list[dict[str, str]]

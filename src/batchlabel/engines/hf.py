@@ -15,7 +15,6 @@ from batchlabel.engines.base import Constraint, Decoding, Generation, Messages, 
 from batchlabel.engines.local import LocalEngine
 from batchlabel.io.storage import StorageSettings
 
-
 #: most (article, label) rows scored at once on top of a repeated prompt cache (bounds memory)
 MAX_CONTINUATION_ROWS = 32
 

@@ -16,8 +16,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchlabel.errors import InputError
 from batchlabel.config import InputSpec, SplitSpec
+from batchlabel.errors import InputError
 from batchlabel.io.storage import StorageSettings, is_remote
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from batchlabel.models.encoders import resolve_encoder
+from batchlabel.config import ClassifierMethod, JobSpec
 from batchlabel.errors import BatchlabelError
 from batchlabel.hashing import stable_hash
-from batchlabel.methods.base import Labeler, LabelOutput
-from batchlabel.config import ClassifierMethod, JobSpec
 from batchlabel.io.storage import StorageSettings, is_remote, local_model_dir
+from batchlabel.methods.base import Labeler, LabelOutput
+from batchlabel.models.encoders import resolve_encoder
 
 
 def _marker(spec: JobSpec, storage: StorageSettings) -> dict[str, Any]:

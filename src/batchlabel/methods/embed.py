@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from batchlabel.models.encoders import resolve_encoder
+from batchlabel.config import EmbedMethod, JobSpec
 from batchlabel.errors import BatchlabelError
 from batchlabel.hashing import stable_hash
-from batchlabel.models.heads import CONFIG_FILE, LinearHead
-from batchlabel.methods.base import Labeler, LabelOutput
-from batchlabel.config import EmbedMethod, JobSpec
 from batchlabel.io.storage import StorageSettings, join
+from batchlabel.methods.base import Labeler, LabelOutput
+from batchlabel.models.encoders import resolve_encoder
+from batchlabel.models.heads import CONFIG_FILE, LinearHead
 
 
 def check_head_config(spec: JobSpec, config: dict) -> None:

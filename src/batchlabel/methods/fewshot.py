@@ -10,11 +10,11 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from batchlabel.errors import BatchlabelError
-from batchlabel.config.labels import LabelNormalizer
-from batchlabel.methods.prompts import Example
 from batchlabel.config import FewShotSpec, LabelSpec
+from batchlabel.config.labels import LabelNormalizer
+from batchlabel.errors import BatchlabelError
 from batchlabel.io.storage import StorageSettings
+from batchlabel.methods.prompts import Example
 
 
 def read_examples(spec: FewShotSpec, labels: list[LabelSpec], storage: StorageSettings) -> tuple[list[Example], list]:

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from batchlabel.engines.base import Constraint, Engine
+from batchlabel.config import JobSpec, PromptMethod
 from batchlabel.config.labels import LabelNormalizer
+from batchlabel.engines.base import Constraint, Engine
 from batchlabel.methods.base import LabelOutput
 from batchlabel.methods.llm import LLMLabeler, build_selector
 from batchlabel.methods.prompts import PromptBuilder, short_id
-from batchlabel.config import JobSpec, PromptMethod
 from batchlabel.methods.structured import batch_constraint, parse_batch, parse_single, single_constraint
 
 RETRY_TEMPERATURE = 0.7

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from batchlabel.config import JobSpec, ScoreMethod
 from batchlabel.engines.base import Engine
 from batchlabel.errors import BatchlabelError
 from batchlabel.methods.base import LabelOutput
 from batchlabel.methods.llm import LLMLabeler, build_selector
 from batchlabel.methods.prompts import PromptBuilder
-from batchlabel.config import JobSpec, ScoreMethod
 
 
 def log_normalize(scores: np.ndarray) -> np.ndarray:

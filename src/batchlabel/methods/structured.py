@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
-from batchlabel.engines.base import Constraint
 from batchlabel.config.labels import LabelNormalizer
+from batchlabel.engines.base import Constraint
 
 RATIONALE_CHARS = 200
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from batchlabel.errors import BatchlabelError
 from batchlabel.config import BUNDLED_ENCODER
+from batchlabel.errors import BatchlabelError
 from batchlabel.io.storage import StorageSettings, is_remote, local_model_dir
 
 MAX_CHARS_PER_TOKEN = 16  # texts are cut at max_length * this many characters before tokenising

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from batchlabel.errors import BatchlabelError
 from batchlabel.config.nightly import PipelineSpec
+from batchlabel.errors import BatchlabelError
 
 PIPELINE_MOUNT = "/etc/batchlabel"
 RAY_VERSION = "2.60.0"

@@ -109,5 +109,3 @@ def build_report(table: pa.Table, labels: list[str], run: dict[str, Any] | None 
 
 def _mean(values: pa.Array) -> float | None:
     return float(np.mean(values.to_numpy(zero_copy_only=False).astype(np.float64))) if len(values) else None
-
-

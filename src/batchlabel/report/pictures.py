@@ -45,5 +45,3 @@ def figure_png(fig, dpi: int) -> bytes:
     fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     return buffer.getvalue()
-
-

@@ -14,9 +14,9 @@ import traceback
 import numpy as np
 import pyarrow as pa
 
+from batchlabel.config import JobSpec
 from batchlabel.hashing import text_hash
 from batchlabel.methods.base import LabelOutput
-from batchlabel.config import JobSpec
 
 MAX_ERROR_CHARS = 500
 

@@ -15,14 +15,14 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from batchlabel.config import InputSpec, JobSpec
 from batchlabel.errors import BatchlabelError
-from batchlabel.run.progress import RowProgress
-from batchlabel.report import writers
-from batchlabel.report.metrics import build_report
 from batchlabel.io.sink import MANIFEST, ShardSink, read_committed, read_manifest
 from batchlabel.io.source import InputFile, InputPlan, Shard, plan_input, read_shards
-from batchlabel.config import InputSpec, JobSpec
 from batchlabel.io.storage import StorageSettings
+from batchlabel.report import writers
+from batchlabel.report.metrics import build_report
+from batchlabel.run.progress import RowProgress
 
 REPORT_COLUMNS = ["label", "gold", "error", "confidence", "truncated", "labeler_fingerprint"]
 
@@ -204,5 +204,3 @@ def evaluate_output(output: str, storage: StorageSettings, labels: list[str] | N
     report = build_report(table, labels, {"job": manifest.get("job"), "method": manifest.get("method")})
     files = writers.write_report(report, output, storage, writers.report_title(manifest.get("job", output)))
     return report, files
-
-

@@ -23,8 +23,8 @@ import os
 import time
 from pathlib import Path
 
-from batchlabel.methods.base import Labeler, LabelOutput
 from batchlabel.config import JobSpec
+from batchlabel.methods.base import Labeler, LabelOutput
 
 
 def _inner_spec(spec: JobSpec) -> JobSpec:

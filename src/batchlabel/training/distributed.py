@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from batchlabel.errors import BatchlabelError
 from batchlabel.config import JobSpec
+from batchlabel.errors import BatchlabelError
 
 
 def _worker_loop(config: dict[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import time
 from batchlabel.config import InstructTrain, JobSpec, ScoreMethod
 from batchlabel.errors import BatchlabelError
 from batchlabel.models.encoders import resolve_encoder
-from batchlabel.training.data import Rows
 from batchlabel.training import hf_trainer
+from batchlabel.training.data import Rows
 from batchlabel.training.result import TrainResult
 
 
