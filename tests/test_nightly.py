@@ -238,6 +238,20 @@ def test_night_scans_partitions_once_and_writes_its_report_once(tmp_path, monkey
     assert second.drift["label_shift_tvd"] == 0.0 and second.drift["previous_date"] == "2026-11-23"
 
 
+def test_staged_files_of_earlier_versions_stay_readable(tmp_path):
+    """The staging meta key is part of the file format: a night staged by an earlier version still resumes."""
+    from batchlabel.nightly.staging import read_staging_meta, write_staged
+
+    meta = {"date": "2026-11-24", "fingerprint": "f1", "counts": {"relabel": 1}, "pipeline": "news"}
+    earlier = str(tmp_path / "earlier.parquet")
+    pq.write_table(pa.table({"id": ["a"]}).replace_schema_metadata({b"batchlabel.nightly": json.dumps(meta).encode()}), earlier)
+    assert read_staging_meta(earlier, StorageSettings()) == meta
+    now = str(tmp_path / "now.parquet")
+    write_staged(now, StorageSettings(), pa.table({"id": ["a"]}), meta)
+    assert pq.read_schema(now).metadata.keys() == {b"batchlabel.nightly"}
+    assert read_staging_meta(now, StorageSettings()) == meta
+
+
 def test_drift_thresholds():
     pipeline = PipelineSpec.model_validate(
         {"name": "p", "job": "x.yaml", "output": "out/x", "drift": {"max_accuracy_drop": 0.02, "max_label_shift": 0.1}}

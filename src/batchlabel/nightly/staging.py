@@ -25,7 +25,7 @@ from batchlabel.io.storage import StorageSettings, join
 STAGING = "_input/delta.parquet"
 CORPUS_KEYS = "_input/corpus.parquet"
 REASON_COLUMN = "nightly_reason"
-STAGING_META_KEY = b"batchlabel.nightly.night"  # stored in staged files: keep the value when modules move
+STAGING_META_KEY = b"batchlabel.nightly"  # stored in staged files: a file format, not a module name
 
 
 def relabel_reason(before: tuple | None, digest: str | None, fingerprint: str, relabel_errors: bool) -> str | None:
