@@ -88,5 +88,5 @@ class TogetherEngineSpec(_RemoteEngineBase):
 EngineSpec = Annotated[
     Union[HFEngineSpec, VLLMEngineSpec, OpenAIEngineSpec, TogetherEngineSpec], Field(discriminator="name")
 ]
+#: the engines that hold the model in the actor (token log-probabilities available)
 LocalEngineSpec = (HFEngineSpec, VLLMEngineSpec)
-RemoteEngineSpec = (OpenAIEngineSpec, TogetherEngineSpec)

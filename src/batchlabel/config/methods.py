@@ -151,4 +151,3 @@ class CustomMethod(StrictModel):
 MethodSpec = Annotated[
     Union[EmbedMethod, PromptMethod, ScoreMethod, ClassifierMethod, CustomMethod], Field(discriminator="name")
 ]
-LLMMethod = (PromptMethod, ScoreMethod)
