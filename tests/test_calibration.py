@@ -7,7 +7,7 @@ import pytest
 
 from batchlabel.report.calibration import (
     auroc,
-    calibration_summary,
+    calibration_report,
     coverage_curve,
     expected_calibration_error,
     reliability_bins,
@@ -75,7 +75,10 @@ def test_summary_is_json_ready():
 
     rng = np.random.default_rng(0)
     conf = rng.random(200)
-    summary = calibration_summary(conf, rng.random(200) < conf)
+    summary = calibration_report(conf, rng.random(200) < conf)
     assert json.loads(json.dumps(summary)) == summary
     assert summary["rows"] == 200 and len(summary["reliability"]) == 15
     assert 0.4 < summary["auroc"] < 1.0 and summary["ece"] < 0.2
+    curve = summary["curve"]
+    assert len(curve["coverage"]) == 101 and curve["coverage"][-1] == 1.0 and curve["coverage"][0] == 0.005
+    assert curve["threshold"] == sorted(curve["threshold"], reverse=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from html.parser import HTMLParser
 
 import pyarrow as pa
 import pytest
@@ -76,7 +78,7 @@ def test_report_files_written(tmp_path):
     png = (tmp_path / "confusion_matrix.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "report.json").read_text())["metrics"]["accuracy"] == 0.5
-    assert '<img src="confusion_matrix.png"' in (tmp_path / "report.html").read_text()
+    assert "![confusion matrix](confusion_matrix.png)" in (tmp_path / "report.md").read_text()
     assert "| pos | 1.000 | 0.500 | 0.667 | 2 |" in (tmp_path / "report.md").read_text()
 
 
@@ -117,3 +119,93 @@ def test_extra_sections_end_report_md_and_html(tmp_path):
     assert (tmp_path / "report.md").read_text() == plain.rstrip("\n") + "\n\n" + section + "\n## Last\n"
     assert "<h2>Drift vs previous night (none)</h2>" in (tmp_path / "report.html").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["drift"] == {"status": "ok"}
+
+
+class _Page(HTMLParser):
+    """What report.html holds: tags seen, header texts, table cells, image sources."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[str] = []
+        self.text: dict[str, list[str]] = {}
+        self.images: list[dict] = []
+        self._open: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs))
+        elif tag not in ("meta", "br"):
+            self._open.append(tag)
+
+    def handle_endtag(self, tag):
+        if self._open and self._open[-1] == tag:
+            self._open.pop()
+
+    def handle_data(self, data):
+        if self._open and data.strip():
+            self.text.setdefault(self._open[-1], []).append(data.strip())
+
+
+def _gold_table(n=400, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    gold = [LABELS[i] for i in rng.integers(0, 3, n)]
+    confidence = rng.uniform(0.34, 1.0, n)
+    right = rng.random(n) < confidence
+    label = [g if r else LABELS[(LABELS.index(g) + 1) % 3] for g, r in zip(gold, right)]
+    return pa.table({"label": label, "gold": gold, "error": pa.nulls(n, pa.string()),
+                     "confidence": confidence.astype("float32"), "truncated": [False] * n})
+
+
+def _check_html_report(html_text: str, pictures: dict[str, bytes]) -> _Page:
+    page = _Page()
+    page.feed(html_text)
+    assert "pre" not in page.tags and "script" not in page.tags
+    assert page.text["h1"] == ["t <b>"]
+    assert {"Confidence", "Accuracy vs coverage", "Label distribution"} <= set(page.text["h2"] + page.text["h3"])
+    assert page.tags.count("table") == 5  # per-class, coverage, thresholds, label distribution, drift rows
+    assert "ECE" not in " ".join(page.text["th"]) and "target accuracy" in page.text["th"]
+    assert "**" not in html_text and "|---" not in html_text
+    assert {image["alt"] for image in page.images} == {"confusion matrix", "reliability diagram",
+                                                      "accuracy-coverage curve"}
+    for image in page.images:
+        assert image["src"].startswith("data:image/png;base64,")
+        assert base64.b64decode(image["src"].split(",", 1)[1]) in pictures.values()
+    return page
+
+
+def test_report_has_calibration_and_a_self_contained_html_page(tmp_path):
+    """report.html is real HTML: tables as <table>, PNGs inlined, text escaped; report.md links the PNG files."""
+    report = build_report(_gold_table(), LABELS)
+    calibration = report["calibration"]
+    assert calibration["rows"] == 400 and 0.5 < calibration["auroc"] < 1 and calibration["ece"] < 0.15
+    assert [t["target"] for t in calibration["thresholds"]] == [0.9, 0.95, 0.99]
+    drift = "## Drift\n\n| night | status |\n|---|---|\n| 2026-11-24 | <script>alert(1)</script> |\n"
+    files = write_report(report, str(tmp_path), StorageSettings(), "t <b>", sections=[drift])
+    names = [f.rsplit("/", 1)[-1] for f in files]
+    assert names == ["confusion_matrix.png", "reliability.png", "accuracy_coverage.png",
+                     "report.json", "report.md", "report.html"]
+    pictures = {name: (tmp_path / name).read_bytes() for name in names if name.endswith(".png")}
+    markdown = (tmp_path / "report.md").read_text()
+    for name in pictures:
+        assert f"]({name})" in markdown
+    assert "min_confidence" in markdown
+    page = _check_html_report((tmp_path / "report.html").read_text(), pictures)
+    assert "<script>alert(1)</script>" in page.text["td"]  # shown as text, not run
+    assert json.loads((tmp_path / "report.json").read_text())["calibration"]["ece"] == calibration["ece"]
+
+
+@pytest.mark.slow
+def test_report_with_pictures_written_to_s3(s3_bucket):
+    from batchlabel.io.storage import join
+
+    storage = StorageSettings()
+    output = join(s3_bucket, "run")
+    report = build_report(_gold_table(), LABELS)
+    files = write_report(report, output, storage, "t <b>", sections=["## Drift\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"])
+    assert len(files) == 6 and all(storage.exists(f) for f in files)
+    pictures = {name: storage.read_bytes(join(output, name)) for name in
+                ("confusion_matrix.png", "reliability.png", "accuracy_coverage.png")}
+    _check_html_report(storage.read_bytes(join(output, "report.html")).decode(), pictures)

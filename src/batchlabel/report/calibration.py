@@ -157,8 +157,15 @@ def coverage_table(
     return out
 
 
-def calibration_summary(confidence: Any, correct: Any, bins: int = DEFAULT_BINS) -> dict[str, Any]:
-    """Everything the report shows about confidence quality, JSON-ready."""
+def curve_points(curve: dict[str, np.ndarray], points: int = 101) -> dict[str, list[float]]:
+    """At most ``points`` points of a coverage curve, evenly spaced in rank (the first and last always kept)."""
+    n = len(curve["threshold"])
+    index = np.unique(np.linspace(0, n - 1, min(points, n)).round().astype(np.int64)) if n else np.array([], int)
+    return {key: [float(v) for v in curve[key][index]] for key in ("threshold", "coverage", "accuracy")}
+
+
+def calibration_report(confidence: Any, correct: Any, bins: int = DEFAULT_BINS) -> dict[str, Any]:
+    """Everything the report shows about confidence quality, JSON-ready (the curve downsampled for the picture)."""
     conf, right = clean(confidence, correct)
     return {
         "rows": int(conf.size),
@@ -168,4 +175,5 @@ def calibration_summary(confidence: Any, correct: Any, bins: int = DEFAULT_BINS)
         "reliability": reliability_bins(conf, right, bins),
         "coverage": coverage_table(conf, right),
         "thresholds": thresholds_for(conf, right),
+        "curve": curve_points(coverage_curve(conf, right)),
     }

@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchlabel.report.calibration import calibration_report
+
 ERROR_LABEL = "(error)"
 
 
@@ -104,7 +106,17 @@ def build_report(table: pa.Table, labels: list[str], run: dict[str, Any] | None 
         metrics["mean_confidence_correct"] = _mean(pc.filter(scored_conf, right))
         metrics["mean_confidence_wrong"] = _mean(pc.filter(scored_conf, wrong))
         report["metrics"] = metrics
+        report["calibration"] = calibration_report(_floats(scored_conf), _bools(pc.equal(scored_pred, scored_gold)))
     return report
+
+
+def _floats(values: pa.Array) -> np.ndarray:
+    """A float column as float64, nulls as NaN (rows without a confidence: dropped by the calibration)."""
+    return np.asarray(pc.fill_null(pc.cast(values, pa.float64()), float("nan")).to_numpy(zero_copy_only=False))
+
+
+def _bools(values: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _mean(values: pa.Array) -> float | None:
