@@ -11,7 +11,7 @@ from typing import Callable, Union
 
 import typer
 
-from batchlabel.cli import cluster, models, nightly, run
+from batchlabel.cli import cluster, models, nightly, review, run
 from batchlabel.cli.common import BatchlabelGroup, new_app
 
 app = new_app("batchlabel: label large text corpora with Ray (embed, prompt, score, classifier).", cls=BatchlabelGroup)
@@ -26,6 +26,7 @@ COMMANDS: dict[str, Union[Callable[..., None], typer.Typer]] = {
     "nightly": nightly.nightly,
     "schedule": nightly.schedule,
     "models": models.app,
+    "review": review.app,
 }
 
 
