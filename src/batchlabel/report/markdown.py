@@ -84,8 +84,9 @@ def calibration_markdown(calibration: dict[str, Any], metrics: dict[str, Any]) -
         if row["threshold"] is None:
             lines.append(f"| {row['target']:.0%} | not reached | 0 | 0 | n/a |")
         else:
-            lines.append(f"| {row['target']:.0%} | {row['threshold']:.4f} | {row['coverage']:.3f} | {row['rows']} "
-                         f"| {row['accuracy']:.4f} |")
+            every = " (every row)" if row["coverage"] >= 1.0 else ""
+            lines.append(f"| {row['target']:.0%} | {row['threshold']:.4f}{every} | {row['coverage']:.3f} "
+                         f"| {row['rows']} | {row['accuracy']:.4f} |")
     lines += [
         "",
         "Set a cascade stage's `min_confidence` to the t of the accuracy you need: the rows at or above it keep "
