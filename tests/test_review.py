@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -255,3 +256,20 @@ def test_round_trip_gold_feeds_eval_and_train(ray_cluster, r8_small, trained_hea
     spec = parse_job(job)
     data = load_training_data(spec, spec.train, STORAGE)
     assert len(data.rows) == len(rows) and data.skipped == 0
+
+
+@pytest.mark.slow
+def test_review_round_trip_on_s3(s3_bucket, tmp_path):
+    from batchlabel.io.storage import join
+
+    output = join(s3_bucket, "out")
+    STORAGE.upload_dir(Path(_output(tmp_path, keep_text=True)), output)
+    tasks_url, gold_url = join(s3_bucket, "review", "tasks.json"), join(s3_bucket, "gold", "reviewed.parquet")
+    summary = export_review(output, STORAGE, below=0.9, out=tasks_url, sample_above=1)
+    tasks = json.loads(STORAGE.read_bytes(tasks_url))
+    assert summary["exported"] == len(tasks) == 5 and tasks[0]["data"]["output"] == output
+    STORAGE.write_bytes(tasks_url, json.dumps(_label_studio_export(tasks)).encode())
+    imported = import_review(tasks_url, gold_url, STORAGE)  # labels and ids from the S3 output recorded in the tasks
+    assert imported["ids_checked"] and imported["imported"] == 3 and imported["gold_rows"] == 3
+    assert pq.read_table(io.BytesIO(STORAGE.read_bytes(gold_url))).column_names == ["id", "text", "gold"]
+

@@ -4,7 +4,9 @@ Import format (docs: "Import pre-annotated data into Label Studio"): a JSON list
 ``{"data": {...}, "predictions": [{"model_version", "score", "result": [{"from_name", "to_name", "type":
 "choices", "value": {"choices": [label]}}]}]}``; ``from_name``/``to_name`` name the ``<Choices>`` and
 ``<Text>`` tags of the labeling config below. Export format ("Label Studio JSON format of annotated
-tasks"): the same tasks with ``"annotations": [{"result": [...], "was_cancelled": bool, ...}]``.
+tasks"): the same tasks with ``"annotations": [{"result": [...], "was_cancelled": bool, ...}]``, the task's
+own ``id`` at the top level and ours in ``data.id``. (Label Studio's CSV and JSON-MIN exports flatten ``data``,
+where our ``id`` collides with its task id: import the JSON export.)
 """
 
 from __future__ import annotations
