@@ -211,9 +211,10 @@ def test_review_cli_export_then_import(tmp_path):
 
 @pytest.mark.slow
 def test_round_trip_gold_feeds_eval_and_train(ray_cluster, r8_small, trained_head, tmp_path):
-    """A real run -> export (texts from the input) -> reviewer fills the true labels -> import -> the gold
-    Parquet labeled by the same labeler gives the accuracy of the first run on those rows; train reads it."""
-    from conftest import embed_job
+    """A real run -> export (texts from the input) -> the reviewer types the true labels -> import (the
+    agreement = the first run's accuracy on the reviewed rows) -> the gold Parquet as a job input gives
+    metrics in `run` and `eval`, and as train.input the training loader reads every row."""
+    from conftest import R8_LABELS, embed_job
 
     from batchlabel.config import parse_job
     from batchlabel.io.sink import read_committed
@@ -240,18 +241,23 @@ def test_round_trip_gold_feeds_eval_and_train(ray_cluster, r8_small, trained_hea
     assert imported["unknown_labels"]["rows"] == imported["unknown_ids"]["rows"] == 0
     first = read_committed(out, STORAGE, columns=["id", "label"]).to_pydict()
     predicted = dict(zip(first["id"], first["label"]))
-    expected = sum(predicted[r["id"]] == truth[r["id"]] for r in rows) / len(rows)
+    assert imported["agreement"]["audit"]["accuracy"] == pytest.approx(
+        sum(predicted[r["id"]] == truth[r["id"]] for r in rows if r["reason"] == "audit") / 10)
     low = [r for r in rows if r["reason"] == "low_confidence"]
     assert imported["agreement"]["low_confidence"]["accuracy"] == pytest.approx(
         sum(predicted[r["id"]] == truth[r["id"]] for r in low) / len(low))
-    # eval: the gold file as a job input with gold_column: gold
-    job = embed_job(r8_small, str(tmp_path / "gold_out"), trained_head, input={"path": gold, "gold_column": "gold"})
+    # eval: the gold file as a job input with gold_column: gold (labeled by the no-op labeler: every row "earn")
+    job = {"name": "gold", "input": {"path": gold, "gold_column": "gold"}, "labels": R8_LABELS,
+           "method": {"name": "custom", "labeler": "batchlabel.testing.noop:NoopLabeler"},
+           "runtime": {"actors": 1, "batch_size": 16}, "output": {"path": str(tmp_path / "gold_out")}}
     result = run_job(parse_job(job), progress=False)
+    earn = sum(truth[r["id"]] == "earn" for r in rows) / len(rows)
     assert result.report["metrics"]["rows"] == len(rows)
-    assert result.report["metrics"]["accuracy"] == pytest.approx(expected)
+    assert result.report["metrics"]["accuracy"] == pytest.approx(earn)
     report, _ = evaluate_output(str(tmp_path / "gold_out"), STORAGE)
-    assert report["metrics"]["accuracy"] == pytest.approx(expected)
+    assert report["metrics"]["accuracy"] == pytest.approx(earn) and report["metrics"]["rows"] == len(rows)
     # train: the gold file as train.input
+    job = embed_job(r8_small, str(tmp_path / "unused"), trained_head)
     job["train"]["input"] = {"path": gold, "gold_column": "gold"}
     spec = parse_job(job)
     data = load_training_data(spec, spec.train, STORAGE)
