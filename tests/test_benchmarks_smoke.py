@@ -127,3 +127,22 @@ def test_gpu_hf_score_matches_a_plain_full_forward():
                 logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
                 expected = sum(float(logprobs[len(prompt) - 1 + k, tok]) for k, tok in enumerate(cont))
                 assert scores[i, j] == pytest.approx(expected, abs=1e-3)
+
+
+def test_runner_ceiling_smoke(tmp_path):
+    """No-op labeler end to end + planning alone, one side (this tree): the numbers exist and every row committed."""
+    src = str(REPO / "src")
+    _run("runner_ceiling.py", "--smoke", "--sides", f"now={src}", "--out-dir", str(tmp_path),
+         "--work-dir", str(tmp_path / "work"))
+    result = json.loads((tmp_path / "runner_ceiling_smoke.json").read_text())
+    assert (tmp_path / "runner_ceiling_smoke.md").read_text().startswith("# Runner ceiling")
+    _check_machine(result["machine"])
+    run_case, plan_case = result["cases"]["e2e_smoke_many"], result["cases"]["plan_smoke"]
+    for case in (run_case, plan_case):
+        plan = case["sides"]["now"]["plan"]
+        assert plan["returncode"] == 0 and not plan["killed"] and _positive(plan["driver_peak_rss_mib"])
+    run = run_case["sides"]["now"]["run"]
+    assert run["complete"] and run["rows_committed"] == run_case["rows"] == 3000
+    assert _positive(run["rows_per_s_e2e"]) and _positive(run["tree_cpu_s"])
+    assert 0 < run["driver_cpu_share"] < 1 and run["driver_rchar"] > 0 and run["driver_wchar"] > 0
+    assert run["cpu_s_by_role"]["root"] > 0 and len(run["cpu_s_by_role"]) > 2  # the driver and Ray's processes
