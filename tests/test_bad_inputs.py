@@ -38,7 +38,8 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
     plan = plan_input(InputSpec(path=str(tmp_path / "in.parquet")), STORAGE, 10)
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    sink = ShardSink(str(blocker / "out"), STORAGE, plan, {"spec_hash": "s", "plan": plan.fingerprint()})
+    keys = [s.key for s in plan.shards]
+    sink = ShardSink(str(blocker / "out"), STORAGE, keys, {"spec_hash": "s", "plan": plan.fingerprint()})
     with pytest.raises(OutputError, match="Cannot write to output"):
         sink.open(restart=False)
 

@@ -1,4 +1,4 @@
-"""Input planning and reading: formats, shards, splits, bad inputs."""
+"""Input planning (metadata only) and reading (only the shard): formats, shards, splits, limits, bad inputs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from batchlabel.config import InputSpec, SplitSpec
 from batchlabel.errors import InputError
-from batchlabel.io.source import plan_input, read_shards
+from batchlabel.io.source import in_split, plan_input, read_shards
 from batchlabel.io.storage import StorageSettings
 
 STORAGE = StorageSettings()
@@ -78,10 +78,8 @@ def test_limit_keeps_the_first_rows(tmp_path):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda p: pq.write_table(pa.table({"id": ["1", "1"], "text": ["a", "b"]}), p / "f.parquet"), "Duplicate id '1'"),
         (lambda p: pq.write_table(pa.table({"ident": ["1"], "text": ["a"]}), p / "f.parquet"), "has no column 'id'"),
         (lambda p: pq.write_table(pa.table({"id": ["1"], "body": ["a"]}), p / "f.parquet"), "has no column 'text'"),
-        (lambda p: pq.write_table(pa.table({"id": ["1", None], "text": ["a", "b"]}), p / "f.parquet"), "with no id"),
         (lambda p: pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), p / "f.parquet"), "no rows to label"),
         (lambda p: (p / "f.parquet").write_bytes(b"PAR1 this is not parquet"), "Cannot read parquet file"),
         (lambda p: None, "does not exist"),
@@ -99,3 +97,76 @@ def test_truncated_parquet_file(tmp_path):
     (tmp_path / "f.parquet").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="Cannot read parquet file"):
         plan_input(InputSpec(path=str(tmp_path / "f.parquet")), STORAGE, 10)
+
+
+def test_missing_ids_are_found_by_the_read_task(tmp_path):
+    pq.write_table(pa.table({"id": ["1", None], "text": ["a", "b"]}), tmp_path / "f.parquet")
+    spec = InputSpec(path=str(tmp_path / "f.parquet"))
+    with pytest.raises(InputError, match="1 row\\(s\\) with no id \\(first at row 1\\)"):
+        _rows(spec, plan_input(spec, STORAGE, 10))
+
+
+def test_parquet_shards_follow_the_row_groups_of_the_footer(tmp_path):
+    pq.write_table(pa.table({"id": [f"x{i}" for i in range(1000)], "text": ["t"] * 1000}), tmp_path / "a.parquet",
+                   row_group_size=300)
+    spec = InputSpec(path=str(tmp_path / "a.parquet"))
+    plan = plan_input(spec, STORAGE, shard_rows=200)
+    # groups 300, 300, 300, 100: each big group is its own read unit, cut every 200 rows; the tail is its own
+    assert [(s.start, s.stop, s.unit) for s in plan.shards] == [
+        (0, 200, 0), (200, 300, 0), (300, 500, 1), (500, 600, 1), (600, 800, 2), (800, 900, 2), (900, 1000, 3)]
+    big = plan_input(spec, STORAGE, shard_rows=700)  # small groups joined until they reach shard_rows
+    assert [(s.start, s.stop) for s in big.shards] == [(0, 900), (900, 1000)]
+    rows = _rows(spec, plan)
+    assert [r["id"] for r in rows] == [f"x{i}" for i in range(1000)] and rows[450]["_row"] == 450
+    assert {r["_shard_rows"] for r in rows if r["_shard"] == "00000-00006"} == {100}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_text_byte_ranges_own_the_lines_that_start_in_them(tmp_path, fmt):
+    texts = [("long " * (i % 7) * 40 + f"t{i}") for i in range(3000)]
+    path = tmp_path / f"d.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps({"id": i, "text": t}) + ("\n\n" if i % 500 == 0 else "\n") for i, t in enumerate(texts)))
+    else:
+        path.write_text("id,text\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts)))
+    spec = InputSpec(path=str(path), csv_newlines_in_values=False)
+    plan = plan_input(spec, STORAGE, shard_rows=100)
+    assert len(plan.shards) > 10 and all(s.kind == "bytes" for s in plan.shards)
+    rows = _rows(spec, plan)
+    assert [r["id"] for r in rows] == [str(i) for i in range(3000)] and [r["text"] for r in rows] == texts
+    counts = {}
+    for r in rows:
+        counts[r["_shard"]] = counts.get(r["_shard"], 0) + 1
+    assert all(r["_shard_rows"] == counts[r["_shard"]] for r in rows)
+
+
+def test_csv_with_quoted_newlines_is_one_shard_per_file(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("id,text\n" + "".join(f'{i},"a\nb {i}"\n' for i in range(500)))
+    spec = InputSpec(path=str(path))
+    plan = plan_input(spec, STORAGE, shard_rows=10)
+    assert [(s.kind, s.start, s.stop) for s in plan.shards] == [("lines", 0, -1)]
+    assert [r["text"] for r in _rows(spec, plan)] == [f"a\nb {i}" for i in range(500)]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_limit_after_split_keeps_the_first_rows_of_the_part(tmp_path, fmt):
+    ids = [f"x{i}" for i in range(400)]
+    if fmt == "parquet":
+        pq.write_table(pa.table({"id": ids, "text": ["t"] * 400}), tmp_path / "a.parquet", row_group_size=64)
+    else:
+        (tmp_path / "a.jsonl").write_text("".join(json.dumps({"id": i, "text": "t"}) + "\n" for i in ids))
+    split = SplitSpec(fraction=0.5, part="test")
+    spec = InputSpec(path=str(tmp_path / f"a.{fmt}"), split=split, limit=37)
+    plan = plan_input(spec, STORAGE, 10)
+    kept = [i for i, keep in zip(ids, in_split(pa.array(ids), split).to_pylist()) if keep]
+    assert [r["id"] for r in _rows(spec, plan)] == kept[:37] and plan.total_rows == 37 and plan.rows_exact
+
+
+def test_split_is_vectorised_and_does_not_depend_on_the_layout():
+    ids = pa.array([f"id-{i}" for i in range(20000)])
+    split = SplitSpec(fraction=0.8, part="train")
+    whole = in_split(ids, split).to_pylist()
+    parts = in_split(ids.slice(0, 7000), split).to_pylist() + in_split(ids.slice(7000), split).to_pylist()
+    assert whole == parts and 0.78 < sum(whole) / 20000 < 0.82
+    assert in_split(pa.array([1, 2]), split).to_pylist() == in_split(pa.array(["1", "2"]), split).to_pylist()

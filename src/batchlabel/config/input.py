@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from batchlabel.config.base import StrictModel
+from batchlabel.config.base import SPEED_ONLY, StrictModel
 
 
 class SplitSpec(StrictModel):
@@ -30,3 +30,10 @@ class InputSpec(StrictModel):
     passthrough: list[str] = Field(default_factory=list, description="Input columns copied into the output.")
     limit: int | None = Field(None, gt=0, description="Label only the first N rows (after the split).")
     split: SplitSpec | None = Field(None, description="Keep one part of a hash split of the ids.")
+    csv_newlines_in_values: bool = Field(
+        True,
+        description="CSV only: quoted values may hold newlines, so each CSV file is one shard read whole. "
+        "Set false to cut big CSV files into byte ranges read in parallel (only for CSV without a newline "
+        "inside a quoted value; for those both settings give the same rows, so it is speed-only).",
+        json_schema_extra=SPEED_ONLY,
+    )

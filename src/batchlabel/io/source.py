@@ -1,242 +1,42 @@
-"""Input corpus: list files, plan deterministic shards, read shards as normalised Arrow tables.
+"""Read planned shards as normalised Arrow tables: only the shard's bytes (Parquet row groups, byte ranges).
 
-A shard is a fixed row range of one input file (`output.shard_rows` raw rows). Shard keys and
-their expected row counts are computed up front by the driver from the id column alone, so the
-sink knows when a shard is complete and a rerun finds the same shards (the resume unit).
+Runs in Ray read tasks (io/datasource.py) and in-process for small readers (training data, nightly staging).
+A normalised table has id (string), text (large_string), gold (string), passthrough..., _shard, _row and
+``_shard_rows`` (the rows the shard keeps after the split: the read task's own count, checked by the sink).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-from dataclasses import dataclass, field
+from bisect import bisect_right
+from itertools import accumulate
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchlabel.config import InputSpec, SplitSpec
-from batchlabel.errors import InputError
-from batchlabel.io.storage import StorageSettings, is_remote
+from batchlabel.config import InputSpec
+from batchlabel.io.formats import (
+    id_hashes,
+    in_split,
+    iter_text_tables,
+    normalised_ids,
+    open_parquet,
+    read_bytes_shard,
+    read_error,
+)
+from batchlabel.io.planning import plan_input
+from batchlabel.io.shards import InputFile, InputPlan, Shard
+from batchlabel.io.storage import StorageSettings
 
-FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 ROW_COLUMNS = ["id", "text", "gold"]
+INTERNAL_COLUMNS = ["_shard", "_row", "_shard_rows"]
+PARQUET_BATCH_ROWS = 8192
+
+__all__ = ["InputFile", "InputPlan", "Shard", "plan_input", "read_shards", "read_unit", "in_split", "id_hashes"]
 
 
-@dataclass(frozen=True)
-class Shard:
-    """A committed-or-not unit of output: rows [start, stop) of one input file."""
-
-    file_index: int
-    index: int
-    start: int
-    stop: int
-    rows: int  # rows kept after the split/limit filters
-
-    @property
-    def key(self) -> str:
-        return f"{self.file_index:05d}-{self.index:05d}"
-
-
-@dataclass
-class InputFile:
-    url: str
-    format: str
-    index: int
-    num_rows: int = 0
-    shards: list[Shard] = field(default_factory=list)
-
-
-@dataclass
-class InputPlan:
-    files: list[InputFile]
-
-    @property
-    def shards(self) -> list[Shard]:
-        return [s for f in self.files for s in f.shards]
-
-    @property
-    def total_rows(self) -> int:
-        return sum(s.rows for s in self.shards)
-
-    def fingerprint(self) -> str:
-        blob = "|".join(f"{f.url}:{f.num_rows}" for f in self.files)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def detect_format(url: str, declared: str) -> str:
-    if declared != "auto":
-        return declared
-    lower = url.lower()
-    for ext, fmt in FORMATS.items():
-        if lower.endswith(ext):
-            return fmt
-    raise InputError(f"Cannot tell the format of {url}: set input.format to parquet, csv or jsonl.")
-
-
-def list_input_files(spec: InputSpec, storage: StorageSettings) -> list[InputFile]:
-    """Expand a file, directory or glob into a sorted list of input files."""
-    from pyarrow import fs as pafs
-
-    try:
-        fs, path = storage.resolve(spec.path)
-        info = fs.get_file_info(path)
-        if info.type == pafs.FileType.File:
-            urls = [spec.path]
-        elif info.type == pafs.FileType.Directory:
-            prefix = "s3://" if is_remote(spec.path) else ""
-            entries = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-            urls = sorted(
-                prefix + e.path
-                for e in entries
-                if e.type == pafs.FileType.File
-                and not e.base_name.startswith((".", "_"))
-                and (spec.format != "auto" or any(e.path.lower().endswith(x) for x in FORMATS))
-            )
-        else:
-            urls = []
-    except OSError as err:
-        raise InputError(f"Cannot list input {spec.path}: {err}") from None
-    if not urls:
-        raise InputError(f"Input {spec.path} does not exist or holds no parquet/csv/jsonl files.")
-    return [InputFile(url=u, format=detect_format(u, spec.format), index=i) for i, u in enumerate(urls)]
-
-
-def read_file(file: InputFile, storage: StorageSettings, columns: list[str] | None = None) -> pa.Table:
-    """Read one whole input file as an Arrow table (optionally only some columns)."""
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    try:
-        if file.format == "parquet":
-            fs, path = storage.resolve(file.url)
-            return pq.read_table(path, filesystem=fs, columns=columns)
-        data = storage.read_bytes(file.url)
-        if file.format == "csv":
-            convert = pcsv.ConvertOptions(include_columns=columns, strings_can_be_null=False)
-            read = pcsv.ReadOptions(block_size=1 << 24)
-            parse = pcsv.ParseOptions(newlines_in_values=True)
-            table = pcsv.read_csv(io.BytesIO(data), read_options=read, parse_options=parse, convert_options=convert)
-        else:
-            table = _read_jsonl(data, file.url)
-            if columns:
-                table = table.select([c for c in columns if c in table.column_names])
-        return table
-    except (pa.ArrowInvalid, OSError, KeyError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"Cannot read {file.format} file {file.url}: {message}") from None
-
-
-def _column_array(values: list) -> pa.Array:
-    """An Arrow array of JSON values; mixed types fall back to strings (JSON-encoded non-strings)."""
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())
-
-
-def _read_jsonl(data: bytes, url: str) -> pa.Table:
-    """JSON Lines, one object per line, tolerant of mixed value types across rows."""
-    rows = []
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"Cannot read jsonl file {url}: line {number} is not valid JSON ({err.msg}).") from None
-        if not isinstance(row, dict):
-            raise InputError(f"Cannot read jsonl file {url}: line {number} is not a JSON object.")
-        rows.append(row)
-    names: dict[str, None] = {}
-    for row in rows:
-        names.update(dict.fromkeys(row))
-    return pa.table({name: _column_array([row.get(name) for row in rows]) for name in names})
-
-
-def column_names(file: InputFile, storage: StorageSettings) -> list[str]:
-    """Column names of a Parquet input file, from its footer (no data read)."""
-    import pyarrow.parquet as pq
-
-    try:
-        fs, path = storage.resolve(file.url)
-        return pq.read_schema(path, filesystem=fs).names
-    except (pa.ArrowInvalid, OSError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"Cannot read parquet file {file.url}: {message}") from None
-
-
-def in_split(ids: pa.Array, split: SplitSpec | None) -> pa.Array:
-    """Boolean mask: which ids fall in the configured part of a stable hash split."""
-    if split is None:
-        return pa.array([True] * len(ids))
-    salt = split.salt.encode()
-    keep_train = split.part == "train"
-    mask = []
-    for value in ids.to_pylist():
-        digest = hashlib.blake2b(salt + str(value).encode(), digest_size=8).digest()
-        is_train = int.from_bytes(digest, "big") / 2**64 < split.fraction
-        mask.append(is_train == keep_train)
-    return pa.array(mask)
-
-
-def plan_input(spec: InputSpec, storage: StorageSettings, shard_rows: int) -> InputPlan:
-    """Find files, check the id column, and cut each file into deterministic shards."""
-    files = list_input_files(spec, storage)
-    seen: dict[str, str] = {}
-    remaining = spec.limit
-    for file in files:
-        whole = None if file.format == "parquet" else read_file(file, storage)
-        names = column_names(file, storage) if whole is None else whole.column_names
-        for column in (spec.id_column, spec.text_column):
-            if column not in names:
-                raise InputError(
-                    f"Input file {file.url} has no column {column!r} (columns: {', '.join(names)}). "
-                    f"Set input.id_column / input.text_column to the right names."
-                )
-        if spec.gold_column and spec.gold_column not in names:
-            raise InputError(f"Input file {file.url} has no gold column {spec.gold_column!r}.")
-        missing = [c for c in spec.passthrough if c not in names]
-        if missing:
-            raise InputError(f"Input file {file.url} lacks passthrough column(s) {', '.join(missing)}.")
-        # the driver reads only the id column of Parquet inputs (texts are read by the Ray read tasks)
-        table = whole if whole is not None else read_file(file, storage, columns=[spec.id_column])
-        ids = table.column(spec.id_column).combine_chunks()
-        if ids.null_count:
-            first = ids.is_null().to_pylist().index(True)
-            raise InputError(f"Input file {file.url} has {ids.null_count} row(s) with no id (first at row {first}).")
-        ids = pc.cast(ids, pa.string()) if not pa.types.is_string(ids.type) else ids
-        keep = in_split(ids, spec.split).to_pylist()
-        file.num_rows = len(ids)
-        id_list = ids.to_pylist()
-        for index, start in enumerate(range(0, file.num_rows, shard_rows)):
-            stop = min(start + shard_rows, file.num_rows)
-            kept = 0
-            for row in range(start, stop):
-                if not keep[row]:
-                    continue
-                if remaining is not None and remaining <= 0:
-                    keep[row] = False
-                    continue
-                key = id_list[row]
-                if key in seen:
-                    raise InputError(
-                        f"Duplicate id {key!r} in the input ({seen[key]} and {file.url} row {row}). "
-                        "Ids must be unique so that every row is labeled exactly once."
-                    )
-                seen[key] = f"{file.url} row {row}"
-                kept += 1
-                if remaining is not None:
-                    remaining -= 1
-            if kept:
-                file.shards.append(Shard(file.index, index, start, stop, kept))
-        if remaining is not None and remaining <= 0:
-            break
-    plan = InputPlan(files=files)
-    if plan.total_rows == 0:
-        raise InputError(f"Input {spec.path} has no rows to label (after split/limit).")
-    return plan
+# --- shards ---
 
 
 def _normalise_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -252,33 +52,79 @@ def _normalise_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pa.array([None if v is None else str(v) for v in array.to_pylist()], type=pa.large_string())
 
 
-def read_shards(
-    spec: InputSpec, storage: StorageSettings, file: InputFile, shards: list[Shard]
-) -> Iterator[pa.Table]:
-    """Yield one normalised table per shard: id, text, gold, passthrough..., _shard, _row."""
+def normalise(spec: InputSpec, part: pa.Table, shard: Shard, first_row: int, where: str) -> pa.Table:
+    """Normalised columns of one shard's raw rows, the split applied; ``_row`` counts from ``first_row``."""
+    n = part.num_rows
+    ids = normalised_ids(part, spec, where) if n else pa.array([], pa.string())
+    columns = {
+        "id": ids,
+        "text": _normalise_text(part.column(spec.text_column)) if n else pa.array([], pa.large_string()),
+        "gold": pc.cast(part.column(spec.gold_column), pa.string()) if spec.gold_column and n else pa.nulls(n, pa.string()),
+    }
+    for name in spec.passthrough:
+        columns[name] = part.column(name) if name in part.column_names else pa.nulls(n)
+    columns["_shard"] = pa.array([shard.key] * n, pa.string())
+    columns["_row"] = pa.array(np.arange(first_row, first_row + n, dtype=np.int64))
+    out = pa.table(columns)
+    if spec.split is not None and n:
+        out = out.filter(in_split(ids, spec.split))
+    return out.append_column("_shard_rows", pa.array(np.full(out.num_rows, out.num_rows, dtype=np.int64)))
+
+
+def _parquet_unit(spec: InputSpec, storage: StorageSettings, file: InputFile, shards: list[Shard]) -> Iterator[tuple[Shard, pa.Table]]:
+    pf = open_parquet(file, storage)
+    meta = pf.metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    starts = [0, *accumulate(sizes)]
+    lo, hi = min(s.start for s in shards), max(s.stop for s in shards)
+    groups = list(range(bisect_right(starts, lo) - 1, bisect_right(starts, hi - 1)))
+    columns = list(dict.fromkeys(c for c in (spec.id_column, spec.text_column, spec.gold_column, *spec.passthrough) if c))
+    try:
+        batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, columns=columns, use_threads=False)
+        buffer, buffer_start = None, starts[groups[0]]
+        for shard in sorted(shards, key=lambda s: s.start):
+            buffered = [] if buffer is None else [buffer]
+            have = buffer_start + (0 if buffer is None else buffer.num_rows)
+            while have < shard.stop:
+                batch = next(batches)
+                buffered.append(pa.Table.from_batches([batch]))
+                have += batch.num_rows
+            buffer = pa.concat_tables(buffered, promote_options="permissive")
+            part = buffer.slice(shard.start - buffer_start, shard.stop - shard.start)
+            yield shard, normalise(spec, part, shard, shard.start, f"file {file.url}")
+            buffer, buffer_start = buffer.slice(shard.stop - buffer_start), shard.stop
+    except (pa.ArrowInvalid, OSError, StopIteration) as err:
+        raise read_error(file, err) from None
+
+
+def read_unit(spec: InputSpec, storage: StorageSettings, file: InputFile, shards: list[Shard]) -> Iterator[tuple[Shard, pa.Table]]:
+    """Yield (shard, normalised table) for the given shards of one read unit, reading only what they need."""
     if not shards:
         return
-    table = read_file(file, storage)
-    ids = table.column(spec.id_column).combine_chunks()
-    ids = pc.cast(ids, pa.string()) if not pa.types.is_string(ids.type) else ids
+    if file.format == "parquet":
+        yield from _parquet_unit(spec, storage, file, shards)
+        return
     for shard in shards:
-        part = table.slice(shard.start, shard.stop - shard.start)
-        part_ids = ids.slice(shard.start, shard.stop - shard.start)
-        mask = in_split(part_ids, spec.split)
-        columns = {
-            "id": part_ids,
-            "text": _normalise_text(part.column(spec.text_column)),
-            "gold": (
-                pc.cast(part.column(spec.gold_column), pa.string())
-                if spec.gold_column
-                else pa.nulls(part.num_rows, pa.string())
-            ),
-        }
-        for name in spec.passthrough:
-            columns[name] = part.column(name)
-        columns["_shard"] = pa.array([shard.key] * part.num_rows, pa.string())
-        columns["_row"] = pa.array(range(shard.start, shard.stop), pa.int64())
-        out = pa.table(columns).filter(mask)
-        if out.num_rows > shard.rows:  # input.limit cut this shard short
-            out = out.slice(0, shard.rows)
-        yield out
+        where = f"file {file.url} (shard {shard.key})"
+        if shard.kind == "bytes":
+            yield shard, normalise(spec, read_bytes_shard(spec, storage, file, shard), shard, 0, where)
+            continue
+        parts, seen = [], 0
+        for table in iter_text_tables(spec, storage, file):
+            parts.append(table)
+            seen += table.num_rows
+            if 0 <= shard.stop <= seen:
+                break
+        whole = pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({spec.id_column: pa.array([], pa.string())})
+        stop = whole.num_rows if shard.stop < 0 else min(shard.stop, whole.num_rows)
+        yield shard, normalise(spec, whole.slice(shard.start, stop - shard.start), shard, shard.start, where)
+
+
+def read_shards(spec: InputSpec, storage: StorageSettings, file: InputFile, shards: list[Shard]) -> Iterator[pa.Table]:
+    """Yield one normalised table per shard (in-process, unit by unit)."""
+    units: dict[int, list[Shard]] = {}
+    for shard in shards:
+        units.setdefault(shard.unit, []).append(shard)
+    for unit in sorted(units):
+        for _, table in read_unit(spec, storage, file, units[unit]):
+            yield table

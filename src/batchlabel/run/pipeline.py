@@ -1,30 +1,32 @@
-"""The labeling pipeline: plan → read (Ray tasks) → label (Ray actor pool) → commit shards → report.
+"""The labeling pipeline: plan (metadata only) → read → label → write (Ray tasks) → manifest → report.
 
-    from_items(read units) ─map_batches(read_unit)─► rows tagged with (_shard, _row)
-      ─repartition(target_num_rows_per_block=batch_size)─►   (no one-block/one-actor trap)
-      ─map_batches(LabelingActor, ActorPoolStrategy)─►       (one actor per GPU / CPU slot)
-      ─iter_batches─► ShardSink (driver): commits each complete shard, manifest last
+    read_datasource(ShardDatasource)      one ReadTask per read unit; one block per shard  (io/datasource.py)
+      ─label_dataset(internal=True)─►     actor pool, a block in, its labeled block out    (run/label_dataset.py)
+      ─write_datasink(ShardDatasink)─►    write(): each complete shard committed where it is (io/datasink.py)
+      on_write_complete() (driver):       merge pieces, commit empty shards, check duplicate ids, manifest last
+
+Nothing but metadata passes through the driver: the plan, the commit markers, a few duplicate candidates.
+Progress comes from a tiny ledger actor that the write tasks report their commits to.
 """
 
 from __future__ import annotations
 
-import json
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
 
-import pyarrow as pa
-
-from batchlabel.config import InputSpec, JobSpec
-from batchlabel.errors import BatchlabelError
-from batchlabel.io.sink import MANIFEST, ShardSink, read_committed, read_manifest
-from batchlabel.io.source import InputFile, InputPlan, Shard, plan_input, read_shards
+from batchlabel.config import JobSpec
+from batchlabel.errors import BatchlabelError, InputError
+from batchlabel.io.planning import plan_input
+from batchlabel.io.shards import InputPlan
+from batchlabel.io.sink import MANIFEST, ShardCommit, ShardSink, merge_pieces, read_committed, read_manifest
 from batchlabel.io.storage import StorageSettings
 from batchlabel.report import writers
 from batchlabel.report.metrics import build_report
-from batchlabel.run.progress import RowProgress
+from batchlabel.run.progress import CommitLedger, RowProgress
 
-REPORT_COLUMNS = ["label", "gold", "error", "confidence", "truncated", "labeler_fingerprint"]
+REPORT_COLUMNS = ["label", "gold", "error", "confidence", "truncated", "labeler_fingerprint",
+                  "tokens_prompt", "tokens_cached", "tokens_output"]  # tokens: report.usage
 
 
 @dataclass
@@ -41,58 +43,100 @@ class RunResult:
     fingerprints: list[str] = field(default_factory=list)
 
 
-def read_unit(batch: pa.Table, input_json: str, storage: StorageSettings) -> Iterator[pa.Table]:
-    """Ray Data task: read one input file and yield one table per still-to-do shard."""
-    spec = InputSpec.model_validate_json(input_json)
-    for unit_json in batch.column("unit").to_pylist():
-        unit = json.loads(unit_json)
-        file = InputFile(url=unit["url"], format=unit["format"], index=unit["index"])
-        shards = [Shard(**s) for s in unit["shards"]]
-        yield from read_shards(spec, storage, file, shards)
+def _location(plan: InputPlan, key: str, row: int) -> str:
+    file = plan.files[int(key.split("-")[0])]
+    return f"{file.url} row {row}" if file.format == "parquet" else f"{file.url} shard {key} row {row}"
 
 
-def _read_units(plan: InputPlan, todo: set[str]) -> list[dict]:
-    units = []
-    for file in plan.files:
-        shards = [s.__dict__ for s in file.shards if s.key in todo]
-        if shards:
-            units.append({"unit": json.dumps({"url": file.url, "format": file.format, "index": file.index, "shards": shards})})
-    return units
+class Finalizer:
+    """Driver side of the commit: ``Datasink.on_write_complete`` calls it with every write task's returns."""
+
+    def __init__(self, sink: ShardSink, plan: InputPlan, ledger=None):
+        self.sink, self.plan, self.ledger = sink, plan, ledger
+        self.new: list[ShardCommit] = []
+        self.manifest: dict | None = None
+
+    def __call__(self, returns: list[dict]) -> None:
+        sink = self.sink
+        self.new = [ShardCommit(**r["marker"]) for r in returns if "marker" in r]
+        pieces = sorted({r["piece"] for r in returns if "piece" in r} - {m.key for m in self.new})
+        if pieces:
+            import ray
+
+            merge = ray.remote(num_cpus=0.5)(merge_pieces)
+            self.new += [m for m in ray.get([merge.remote(sink.output, sink.storage, k) for k in pieces]) if m]
+        for marker in self.new:
+            sink.record(marker)
+        if self.ledger is not None:
+            import ray
+
+            for key in ray.get(self.ledger.empty_keys.remote()):
+                if key not in sink.committed:
+                    sink.commit_empty(key)
+        if sink.missing():
+            sink.finish()  # refuses: names the missing shards
+        self.check_unique()
+        fingerprints = sorted({f for m in self.new for f in m.fingerprints})
+        self.manifest = sink.finish(extra={"fingerprints": fingerprints})
+
+    def check_unique(self) -> None:
+        """Refuse the run when an id occurs twice (the ids of every committed shard, checked by Ray tasks)."""
+        from batchlabel.io.duplicates import find_duplicate
+
+        written = {k: m for k, m in self.sink.committed.items() if m.file}
+        found = find_duplicate(self.sink.output, self.sink.storage, list(written), sum(m.rows for m in written.values()))
+        if found:
+            value, first, second = found
+            raise InputError(
+                f"Duplicate id {value!r} in the input ({_location(self.plan, *first)} and {_location(self.plan, *second)}). "
+                "Ids must be unique so that every row is labeled exactly once; the labeled shards are kept, but the "
+                "run is not committed. Fix the input and run again with --restart."
+            )
 
 
-def _labeled_batches(spec: JobSpec, storage: StorageSettings, plan: InputPlan, todo: set[str], verbose: bool):
-    """Stream labeled pyarrow batches from Ray for the shards in ``todo``."""
+def _label_into_sink(spec: JobSpec, storage: StorageSettings, plan: InputPlan, sink: ShardSink, todo: set[str],
+                     bar: RowProgress, verbose: bool) -> tuple[Finalizer, float | None]:
+    """Read, label and commit the shards in ``todo`` on Ray; return the finalizer and the first commit time."""
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import DataContext
 
-    from batchlabel.run.actor import LabelingActor
-    from batchlabel.run.ray_runtime import READ_TASK_CPUS, actor_cpus, actor_threads, ray_session
+    from batchlabel.io.datasink import make_datasink
+    from batchlabel.io.datasource import make_datasource
+    from batchlabel.run.label_dataset import label_dataset
+    from batchlabel.run.ray_runtime import READ_TASK_CPUS, READ_TASK_MEMORY, WRITE_TASK_CPUS, ray_session
 
-    with ray_session(spec.runtime, verbose=verbose) as cluster:
+    with ray_session(spec.runtime, verbose=verbose):
         context = DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = verbose
         context.execution_no_progress_timeout_s = spec.runtime.stall_timeout_s
-        units = _read_units(plan, todo)
-        dataset = ray.data.from_items(units, override_num_blocks=len(units))
-        dataset = dataset.map_batches(
-            read_unit,
-            fn_kwargs={"input_json": spec.input.model_dump_json(), "storage": storage},
-            batch_size=1,
-            batch_format="pyarrow",
-            num_cpus=READ_TASK_CPUS,
-        )
-        dataset = dataset.repartition(target_num_rows_per_block=spec.runtime.batch_size)
-        dataset = dataset.map_batches(
-            LabelingActor,
-            fn_constructor_args=(spec.model_dump_json(), actor_threads(spec.runtime, cluster)),
-            compute=ActorPoolStrategy(size=spec.runtime.actors),
-            batch_size=spec.runtime.batch_size,
-            batch_format="pyarrow",
-            num_cpus=actor_cpus(spec.runtime, cluster),
-            num_gpus=spec.runtime.gpus_per_actor or None,
-        )
-        yield from dataset.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=2)
+        ledger = ray.remote(num_cpus=0)(CommitLedger).remote()
+        finalizer = Finalizer(sink, plan, ledger)
+        source = make_datasource(spec.input, storage, plan, todo, ledger)
+        dataset = ray.data.read_datasource(source, override_num_blocks=max(1, source.num_units), num_cpus=READ_TASK_CPUS,
+                                           memory=READ_TASK_MEMORY)
+        dataset = label_dataset(dataset, spec, internal=True)
+        stop = threading.Event()
+        snapshot: dict = {}
+
+        def poll() -> None:
+            while not stop.wait(0.5):
+                try:
+                    snapshot.update(ray.get(ledger.snapshot.remote(), timeout=10))
+                except Exception:  # the session is ending
+                    return
+                bar.update(snapshot["rows"], snapshot["tokens"])
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            sink_ = make_datasink(sink.output, storage, finalizer, ledger)
+            dataset.write_datasink(sink_, ray_remote_args={"num_cpus": WRITE_TASK_CPUS})
+        finally:
+            stop.set()
+            poller.join(timeout=15)
+        first = ray.get(ledger.snapshot.remote())["first_commit_at"]
+        return finalizer, first
 
 
 def _explain_failure(err: BaseException) -> BatchlabelError:
@@ -138,6 +182,7 @@ def run_job(
 
         train_if_missing(spec, progress=progress)
     started = time.monotonic()  # wall time and rows/s cover labeling (Ray start included), not training
+    started_at = time.time()  # the same moment on the clock the ledger stamps commits with
     preflight(spec, storage)
     plan = plan_input(spec.input, storage, spec.output.shard_rows)
     run_info = {
@@ -147,30 +192,30 @@ def run_job(
         "spec_hash": spec.result_hash(),
         "plan": plan.fingerprint(),
         "planned_rows": plan.total_rows,
+        "planned_rows_exact": plan.rows_exact,
         "planned_shards": len(plan.shards),
     }
-    sink = ShardSink(output, storage, plan, run_info)
+    sink = ShardSink(output, storage, [s.key for s in plan.shards], run_info)
     committed = sink.open(restart=restart)
     todo = {s.key for s in plan.shards} - committed
-    rows_todo = sum(s.rows for s in plan.shards if s.key in todo)
-    fingerprints: set[str] = set()
-    first_batch: tuple[float, int] | None = None  # (seconds from start, rows): start-up vs steady state
+    rows_todo = round(sum(s.rows or 0 for s in plan.shards if s.key in todo) * plan.keep_share)
+    first_commit: float | None = None  # wall clock of the first commit: start-up vs steady state
+    manifest = read_manifest(output, storage) if not todo else None
+    finalizer = Finalizer(sink, plan)
     if todo:
         with RowProgress(rows_todo, f"labeling {spec.name}", enabled=progress) as bar:
             try:
-                for batch in _labeled_batches(spec, storage, plan, todo, verbose):
-                    if first_batch is None:
-                        first_batch = (time.monotonic() - started, batch.num_rows)
-                    fingerprints.update(batch.column("labeler_fingerprint").unique().to_pylist())
-                    sink.add(batch)
-                    bar.advance(batch.num_rows)
+                finalizer, first_commit = _label_into_sink(spec, storage, plan, sink, todo, bar, verbose)
             except BatchlabelError:
                 raise
             except Exception as err:  # Ray wraps everything; explain it in one paragraph
                 raise _explain_failure(err) from None
+        manifest = finalizer.manifest
+    elif manifest is None:  # every shard committed, the manifest not yet written (a crash in between)
+        finalizer([])
+        manifest = finalizer.manifest
+    rows_written = sum(m.rows for m in finalizer.new)
     wall = time.monotonic() - started
-    previous = read_manifest(output, storage) if not todo else None
-    manifest = previous or sink.finish(extra={"fingerprints": sorted(fingerprints)})
     table = read_committed(output, storage, columns=REPORT_COLUMNS)
     all_fingerprints = sorted(set(table.column("labeler_fingerprint").to_pylist()) - {""})
     run = {
@@ -178,20 +223,24 @@ def run_job(
         "method": spec.method.name,
         "fingerprint": all_fingerprints[0] if len(all_fingerprints) == 1 else all_fingerprints,
         "wall_time_s": wall,
-        "rows_labeled_this_run": sink.rows_written,
-        "rows_per_s": sink.rows_written / wall if wall > 0 else 0.0,
+        "rows_labeled_this_run": rows_written,
+        "rows_per_s": rows_written / wall if wall > 0 else 0.0,
         "shards_skipped_as_committed": len(committed),
+        # engine.price (LLM methods) -> the report's cost (report.usage)
+        "price": getattr(getattr(spec.method, "engine", None), "price", None) and spec.method.engine.price.model_dump(),
     }
-    if first_batch is not None:
-        # start-up = Ray start + actor start + model load + the first batch; steady = everything after it
-        run["first_batch_s"] = first_batch[0]
-        steady_s, steady_rows = wall - first_batch[0], sink.rows_written - first_batch[1]
+    if first_commit is not None:
+        # start-up = Ray start + actor start + model load + the first shard; steady = everything after it
+        first_s = min(wall, max(0.0, first_commit - started_at))
+        run["first_batch_s"] = first_s
+        first_rows = min((m.rows for m in finalizer.new), default=0)
+        steady_s, steady_rows = wall - first_s, rows_written - first_rows
         run["steady_rows_per_s"] = steady_rows / steady_s if steady_s > 0 and steady_rows > 0 else None
     report = build_report(table, spec.label_names, run) if spec.eval.enabled else {}
     files: list[str] = []
     if spec.eval.enabled and write_report:
         files = writers.write_report(report, output, storage, writers.report_title(spec.name))
-    return RunResult(output, manifest, report, files, sink.rows_written, len(committed), wall, all_fingerprints)
+    return RunResult(output, manifest, report, files, rows_written, len(committed), wall, all_fingerprints)
 
 
 def evaluate_output(output: str, storage: StorageSettings, labels: list[str] | None = None) -> tuple[dict, list[str]]:

@@ -1,4 +1,4 @@
-"""Console output: a progress bar on a terminal, plain log lines elsewhere (CI)."""
+"""Console output: a progress bar on a terminal, plain log lines elsewhere (CI); the run's commit ledger."""
 
 from __future__ import annotations
 
@@ -13,17 +13,53 @@ def is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+class CommitLedger:
+    """Ray actor (``ray.remote(CommitLedger)``): what the write tasks committed and which shards were empty.
+
+    Write tasks report each commit marker (fire and forget), read tasks each shard that kept no rows (and wait
+    for it); the driver polls ``snapshot()`` for the progress line.
+    """
+
+    def __init__(self):
+        self.rows = 0
+        self.tokens = 0
+        self.first_commit_at: float | None = None
+        self.keys: set[str] = set()
+        self.empties: set[str] = set()
+
+    def commit(self, marker: dict) -> None:
+        if marker["key"] in self.keys:  # a retried write task commits the same shard again
+            return
+        self.keys.add(marker["key"])
+        self.rows += marker["rows"]
+        self.tokens += sum(marker.get("tokens", {}).values())
+        self.first_commit_at = self.first_commit_at or time.time()
+
+    def empty(self, key: str) -> None:
+        self.empties.add(key)
+
+    def snapshot(self) -> dict:
+        return {"rows": self.rows, "tokens": self.tokens, "first_commit_at": self.first_commit_at}
+
+    def empty_keys(self) -> list[str]:
+        return sorted(self.empties)
+
+
 class RowProgress:
-    """Rows committed so far, as a rich bar on a TTY or a line every ~10 s otherwise."""
+    """Rows committed so far (and tokens/s when the labeler counts tokens), as a rich bar on a TTY or a line
+    every ~10 s otherwise."""
 
     def __init__(self, total: int, description: str, console: Console | None = None, enabled: bool = True):
         self.total = total
         self.done = 0
+        self.tokens = 0
+        self.started = time.monotonic()
         self.console = console or Console(stderr=True)
         self.interactive = enabled and is_terminal()
         self.enabled = enabled
         self.last_log = time.monotonic()
         self.bar: Progress | None = None
+        self.description = description
         if self.interactive:
             self.bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -36,12 +72,22 @@ class RowProgress:
             self.bar.start()
         return self
 
-    def advance(self, rows: int) -> None:
-        self.done += rows
+    def tokens_text(self) -> str:
+        elapsed = time.monotonic() - self.started
+        return f", {self.tokens / elapsed:,.0f} tokens/s" if self.tokens and elapsed > 0 else ""
+
+    def advance(self, rows: int, tokens: int = 0) -> None:
+        self.update(self.done + rows, self.tokens + tokens)
+
+    def update(self, done: int, tokens: int = 0) -> None:
+        """Set the totals committed so far (rows, tokens)."""
+        if done == self.done and tokens == self.tokens:
+            return
+        self.done, self.tokens = done, tokens
         if self.bar:
-            self.bar.update(self.task, completed=self.done)
+            self.bar.update(self.task, completed=self.done, description=f"{self.description}{self.tokens_text()}")
         elif self.enabled and time.monotonic() - self.last_log > 10:
-            self.console.print(f"labeled {self.done}/{self.total} rows", highlight=False)
+            self.console.print(f"labeled {self.done}/{self.total} rows{self.tokens_text()}", highlight=False)
             self.last_log = time.monotonic()
 
     def __exit__(self, *exc) -> None:

@@ -11,12 +11,15 @@ from typing import Iterator
 
 from batchlabel.config import RuntimeSpec
 
-# CPU that each read task asks Ray for. It must equal what the re-blocking step after the read asks for
-# (`Dataset.repartition(target_num_rows_per_block=...)` always asks for 1 CPU; the public API cannot change
-# that): only then does Ray fuse the two into one task. Unfused, every re-blocking task needs a whole free
-# CPU and the blocks take an extra trip through the object store; with actors holding all but 0.5 CPU the
-# job hangs (it did with 2 actors on 2 cores). Actors on a local Ray never take the last of it.
-READ_TASK_CPUS = 1.0
+# CPU that each read task and each write task asks Ray for. Local actors never take these: with actors
+# holding every CPU the read (or write) tasks could never be scheduled and the job would hang (it did with
+# 2 actors on 2 cores). Labeling goes per block, so no re-blocking task needs a CPU of its own.
+READ_TASK_CPUS = 0.5
+WRITE_TASK_CPUS = 0.5
+# Memory each read task reserves. Besides its own purpose it keeps Ray from fusing the read into the labeling
+# actors (Ray fuses ops whose remote args are equal, e.g. 0.5 CPU each for 2 actors on 2 cores): unfused, the
+# read tasks run beside the actors and the blocks of one big row group spread over all actors.
+READ_TASK_MEMORY = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ def actor_cpus(runtime: RuntimeSpec, cluster: ClusterResources) -> float:
     """
     if not cluster.started_here:
         return runtime.cpus_per_actor
-    room = max(0.01, math.floor((cluster.cpus - READ_TASK_CPUS) / runtime.actors * 1000) / 1000)
+    room = max(0.01, math.floor((cluster.cpus - READ_TASK_CPUS - WRITE_TASK_CPUS) / runtime.actors * 1000) / 1000)
     return min(runtime.cpus_per_actor, room)
 
 
@@ -44,6 +47,16 @@ def actor_threads(runtime: RuntimeSpec, cluster: ClusterResources) -> int:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, min(cores, int(cluster.cpus)) // runtime.actors)
     return max(1, int(round(runtime.cpus_per_actor)))
+
+
+def current_cluster(started: bool = False) -> ClusterResources:
+    """Resources of the Ray this process is connected to."""
+    import ray
+
+    resources = ray.cluster_resources()
+    # a single-node Ray that a caller opened in this process (tests, nightly) is sized like our own
+    single_node = started or (not os.environ.get("RAY_ADDRESS") and len(ray.nodes()) == 1)
+    return ClusterResources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), single_node)
 
 
 @contextmanager
@@ -70,11 +83,8 @@ def ray_session(runtime: RuntimeSpec, verbose: bool = False) -> Iterator[Cluster
             started = True
     if not verbose:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-    resources = ray.cluster_resources()
-    # a single-node Ray that a caller opened in this process (tests, nightly) is sized like our own
-    single_node = started or (not os.environ.get("RAY_ADDRESS") and len(ray.nodes()) == 1)
     try:
-        yield ClusterResources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), single_node)
+        yield current_cluster(started)
     finally:
         if started:
             ray.shutdown()

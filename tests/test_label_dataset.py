@@ -1,0 +1,64 @@
+"""The data path on Ray: label_dataset() inside a user's pipeline; run_job with byte-range shards, a split that
+empties shards, and duplicate ids found across shards by Ray tasks (the run is refused, both places named)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batchlabel.config import parse_job
+from batchlabel.errors import InputError
+from batchlabel.io.formats import in_split
+from batchlabel.io.sink import read_committed, read_manifest
+from batchlabel.io.storage import StorageSettings
+from batchlabel.run.pipeline import run_job
+
+pytestmark = pytest.mark.slow
+NOOP = {"name": "custom", "labeler": "batchlabel.testing.noop:NoopLabeler"}
+LABELS = ["a", "b"]
+
+
+def _job(path: str, out: str, **input_extra) -> dict:
+    return {"name": "dp", "input": {"path": path, **input_extra}, "labels": LABELS, "method": NOOP,
+            "runtime": {"actors": 1, "batch_size": 50}, "output": {"path": out, "shard_rows": 100}}
+
+
+def test_label_dataset_in_a_user_pipeline(ray_cluster):
+    import ray
+
+    import batchlabel
+
+    ds = ray.data.from_items([{"id": f"u{i}", "text": f"text {i}"} for i in range(300)], override_num_blocks=3)
+    labeled = batchlabel.label_dataset(ds, {"labels": LABELS, "method": NOOP, "runtime": {"batch_size": 64}})
+    assert isinstance(labeled, ray.data.Dataset)  # lazy: nothing labeled yet
+    rows = labeled.take_all()
+    assert sorted(r["id"] for r in rows) == sorted(f"u{i}" for i in range(300))
+    assert {r["label"] for r in rows} == {"a"} and all(r["error"] is None and r["gold"] is None for r in rows)
+    assert not {"_shard", "_row", "_shard_rows"} & set(rows[0])
+
+
+def test_jsonl_byte_ranges_and_a_split_that_empties_shards(ray_cluster, tmp_path):
+    ids = [f"j{i}" for i in range(2000)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": f"t {i} " + "x" * 300}) + "\n" for i in ids))
+    raw = _job(str(path), str(tmp_path / "out"), split={"fraction": 0.997, "part": "test"})
+    raw["output"]["shard_rows"] = 200  # 64 KiB byte ranges (the minimum): ~11 shards for the 7 rows of the 0.3% part
+    result = run_job(parse_job(raw), progress=False)
+    kept = [i for i, keep in zip(ids, in_split(pa.array(ids), parse_job(raw).input.split).to_pylist()) if keep]
+    table = read_committed(str(tmp_path / "out"), StorageSettings())
+    assert sorted(table.column("id").to_pylist()) == sorted(kept) and result.manifest["rows"] == len(kept)
+    markers = list((tmp_path / "out" / "_batchlabel" / "shards").glob("*.json"))
+    assert len(markers) == result.manifest["planned_shards"] > len(result.manifest["shards"])
+
+
+def test_duplicate_ids_refuse_the_run_and_name_both_places(ray_cluster, tmp_path):
+    ids = [f"d{i}" for i in range(250)]
+    ids[230] = "d17"
+    pq.write_table(pa.table({"id": ids, "text": ["t"] * 250}), tmp_path / "in.parquet")
+    out = str(tmp_path / "out")
+    with pytest.raises(InputError, match=r"Duplicate id 'd17' .*in\.parquet row 17 and .*in\.parquet row 230"):
+        run_job(parse_job(_job(str(tmp_path / "in.parquet"), out)), progress=False)
+    assert read_manifest(out, StorageSettings()) is None
