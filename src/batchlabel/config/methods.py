@@ -86,8 +86,11 @@ class ScoreMethod(StrictModel):
     name: Literal["score"] = Field(description="Method name.")
     engine: EngineSpec = Field(description="What runs the model (hf or vllm: needs token log-probabilities).")
     instructions: str | None = Field(None, description="Task instructions placed first in the system prompt.")
-    variant: Literal["full", "first_token"] = Field(
-        "full", description="full = log-prob of the whole label (+ end of turn); first_token = its first token only."
+    variant: Literal["full", "label", "first_token"] = Field(
+        "full",
+        description="full = log-prob of the whole label + the end of turn; label = the label's own tokens only "
+        "(no end of turn: labels that are word prefixes, earn/earnings, are not penalised; refused when one "
+        "label's tokens are a prefix of another's); first_token = its first token only.",
     )
     calibrate: bool = Field(
         False, description="Contextual calibration: subtract each label's score on content-free inputs."

@@ -114,12 +114,24 @@ class HFEngine(LocalEngine):
             out[index] = Generation(text, len(rows[index]), end, logprob=logprob)
         return out
 
-    def score_labels(self, prompts: list[Messages], labels: list[str], first_token: bool = False) -> np.ndarray:
+    def score_labels(
+        self, prompts: list[Messages], labels: list[str], first_token: bool = False, label_only: bool = False
+    ) -> np.ndarray:
+        variant = "first_token" if first_token else ("label" if label_only else "full")
+        return self.score_variants(prompts, labels, variants=(variant,))[variant]
+
+    def score_variants(
+        self, prompts: list[Messages], labels: list[str], variants: tuple[str, ...] = ("full", "label", "first_token")
+    ) -> dict[str, np.ndarray]:
+        """(n, n_labels) log-probabilities per variant from ONE pass: ``full`` (label + end of turn), ``label``
+        (the label's own tokens, ``LocalEngine.label_lengths``) and ``first_token``."""
         torch = self.torch
+        first_only = set(variants) == {"first_token"}
         conts = [self.chat.continuation_ids(label) for label in labels]
-        firsts = first_token_ids(self.chat, labels) if first_token else [c[0] for c in conts]
+        firsts = first_token_ids(self.chat, labels) if "first_token" in variants else [c[0] for c in conts]
+        own = self.label_lengths(labels) if "label" in variants else [len(c) for c in conts]
         n_labels = len(labels)
-        scores = np.zeros((len(prompts), n_labels), dtype=np.float64)
+        out = {v: np.zeros((len(prompts), n_labels), dtype=np.float64) for v in variants}
         width = max(len(c) for c in conts)
         cont_ids = torch.full((n_labels, width), self.pad_id, dtype=torch.long)
         cont_mask = torch.zeros((n_labels, width), dtype=torch.long)
@@ -128,6 +140,8 @@ class HFEngine(LocalEngine):
             cont_mask[j, : len(cont)] = 1
         cont_ids, cont_mask = cont_ids.to(self.device), cont_mask.to(self.device)
         first_index = torch.tensor(firsts, device=self.device)
+        label_index = torch.tensor([c[0] for c in conts], device=self.device)
+        own_mask = (torch.arange(width - 1)[None] < torch.tensor(own)[:, None] - 1).to(self.device)  # (L, C-1)
         # the prompt's KV cache is repeated once per label: bound the rows of the continuation pass
         size = max(1, min(self.spec.batch_size, MAX_CONTINUATION_ROWS // n_labels))
         with torch.inference_mode():
@@ -136,14 +150,19 @@ class HFEngine(LocalEngine):
                 ids, mask = self._left_padded(rows)
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
                 result = self.model(
-                    input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=not first_token, logits_to_keep=1
+                    input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=not first_only, logits_to_keep=1
                 )
                 last = torch.log_softmax(result.logits[:, -1].float(), dim=-1)  # (B, V)
-                first_scores = last[:, first_index]  # (B, L)
-                if first_token or width == 1:
-                    scores[start : start + len(rows)] = first_scores.cpu().numpy()
-                    continue
                 batch = len(rows)
+                if "first_token" in variants:
+                    out["first_token"][start : start + batch] = last[:, first_index].cpu().numpy()
+                if first_only:
+                    continue
+                head = last[:, label_index]  # (B, L): the first answer token of each continuation
+                if width == 1:
+                    for v in set(variants) - {"first_token"}:
+                        out[v][start : start + batch] = head.cpu().numpy()
+                    continue
                 cache = result.past_key_values
                 cache.batch_repeat_interleave(n_labels)
                 lengths = mask.sum(-1)  # prompt lengths (B,)
@@ -155,9 +174,13 @@ class HFEngine(LocalEngine):
                 ).logits.float()  # (B*L, C, V): prediction of token j+1 at position j
                 norm = torch.logsumexp(logits[:, :-1], dim=-1)  # (B*L, C-1)
                 picked = logits[:, :-1].gather(-1, step_ids[:, 1:, None]).squeeze(-1)
-                rest = ((picked - norm) * cont_mask[:, 1:].repeat(batch, 1)).sum(-1).view(batch, n_labels)
-                scores[start : start + batch] = (first_scores + rest).cpu().numpy()
-        return scores
+                steps = (picked - norm).view(batch, n_labels, width - 1)
+                if "full" in variants:
+                    rest = (steps * cont_mask[:, 1:][None]).sum(-1)
+                    out["full"][start : start + batch] = (head + rest).cpu().numpy()
+                if "label" in variants:
+                    out["label"][start : start + batch] = (head + (steps * own_mask[None]).sum(-1)).cpu().numpy()
+        return out
 
 
 def _ebnf_string(text: str) -> str:

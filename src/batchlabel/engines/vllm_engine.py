@@ -70,11 +70,16 @@ class VLLMEngine(LocalEngine):
             out[index] = Generation(completion.text, len(rows[index]), len(completion.token_ids), logprob=logprob)
         return out
 
-    def score_labels(self, prompts: list[Messages], labels: list[str], first_token: bool = False) -> np.ndarray:
-        """Prompt log-probabilities of prompt + each label continuation (first token only for first_token)."""
+    def score_labels(
+        self, prompts: list[Messages], labels: list[str], first_token: bool = False, label_only: bool = False
+    ) -> np.ndarray:
+        """Prompt log-probabilities of prompt + each label continuation (first token only for first_token; the
+        label's own tokens without the end of turn for label_only)."""
         from vllm.inputs import TokensPrompt
 
         conts = [self.chat.continuation_ids(label) for label in labels]
+        if label_only:
+            conts = [c[:n] for c, n in zip(conts, self.label_lengths(labels))]
         if first_token:
             conts = [[t] for t in first_token_ids(self.chat, labels)]
         requests, spans = [], []

@@ -33,6 +33,7 @@ class ScoreLabeler(LLMLabeler):
         self.builder = PromptBuilder(spec.labels, spec.method.instructions)
         self.selector = build_selector(spec, storage, self.engine)
         self.first_token = spec.method.variant == "first_token"
+        self.label_only = spec.method.variant == "label"
         self.prompt_tokens = 0
         self.articles = 0
         self.calibration: np.ndarray | None = None
@@ -44,6 +45,8 @@ class ScoreLabeler(LLMLabeler):
     def _scores(self, texts: list[str]) -> np.ndarray:
         examples = self.selector.select(texts) if self.selector else [[] for _ in texts]
         prompts = [self.builder.single(t, ex, "label") for t, ex in zip(texts, examples)]
+        if self.label_only:
+            return self.engine.score_labels(prompts, self.names, label_only=True)
         return self.engine.score_labels(prompts, self.names, first_token=self.first_token)
 
     def label(self, texts: list[str]) -> LabelOutput:
