@@ -288,7 +288,39 @@ def markdown(result: dict) -> str:
               "- (partial): killed at the timeout; rows/s from the rows committed by then (a lower bound).",
               ("- driver I/O: the driver's rchar+wchar at exit (syscall bytes: files and sockets); rows mapped from "
               "the object store are not in it (see the script's docstring).")]
+    roles = []
+    for name, case in result["cases"].items():
+        for side, row in case["sides"].items():
+            run = row.get("run")
+            if run and run.get("rows_committed"):
+                per = 1e6 / run["rows_committed"]
+                groups = role_groups(run["cpu_s_by_role"], run.get("driver_cpu_s"))
+                roles.append([name, side, *(round(groups[g] * per, 1) for g in ROLE_GROUPS)])
+    if roles:
+        lines += ["", "CPU seconds per 10^6 committed rows, by process role (sampled; start-up included):", "",
+                  md_table(["case", "side", *ROLE_GROUPS], roles),
+                  "", ("- tasks = Ray workers running read/write tasks (titled `ray::Read…`, `ray::MapBatches(read_unit)…`, "
+                       "`ray::Write…`, or `ray::IDLE` once done); services = raylet, GCS, dashboard/runtime-env agents, "
+                       "log monitor and Ray Data's helper actors (stats, autoscaling, locations, our commit ledger).")]
     return "\n".join(lines)
+
+
+ROLE_GROUPS = ("driver", "labeling actor", "tasks", "services")
+
+
+def role_groups(by_role: dict[str, float], driver_exact: float | None) -> dict[str, float]:
+    """Sum sampled CPU seconds per process role into driver / labeling actor / read+write tasks / Ray services."""
+    groups = dict.fromkeys(ROLE_GROUPS, 0.0)
+    for role, seconds in by_role.items():
+        if role == "root":
+            groups["driver"] += driver_exact if driver_exact is not None else seconds
+        elif role.startswith("ray::MapWorker"):
+            groups["labeling actor"] += seconds
+        elif role.startswith(("ray::Read", "ray::MapBatches", "ray::Write", "ray::IDLE", "ray::_merge", "ray::Map")):
+            groups["tasks"] += seconds
+        else:
+            groups["services"] += seconds
+    return groups
 
 
 def main() -> None:
