@@ -146,3 +146,18 @@ def test_runner_ceiling_smoke(tmp_path):
     assert _positive(run["rows_per_s_e2e"]) and _positive(run["tree_cpu_s"])
     assert 0 < run["driver_cpu_share"] < 1 and run["driver_rchar"] > 0 and run["driver_wchar"] > 0
     assert run["cpu_s_by_role"]["root"] > 0 and len(run["cpu_s_by_role"]) > 2  # the driver and Ray's processes
+
+
+def test_llm_quality_smoke(tiny_llm, tmp_path):  # noqa: F811  (tiny_llm is the imported fixture)
+    _run("llm_quality.py", "--smoke", "--model", tiny_llm, "--out-dir", str(tmp_path))
+    result = json.loads((tmp_path / "llm_quality_smoke.json").read_text())
+    _check_machine(result["machine"])
+    rows = {r["config"]: r for r in result["configs"]}
+    assert {"prompt_n1", "score_full_raw", "score_label_calibrated", "score_first_token_raw"} <= set(rows)
+    for row in rows.values():
+        assert row["rows"] == 8 and 0 <= row["accuracy"] <= 1 and _positive(row["articles_per_s"])
+        lo, hi = row["accuracy_95"]
+        assert lo <= row["accuracy"] <= hi and len(row["load"]) == 2
+        assert sum(c["rows"] for c in row["per_class"].values()) == 8
+    assert rows["prompt_n1"]["error_rows"] == 0  # constrained to the label
+    assert "| labeler | engine | accuracy [95%]" in (tmp_path / "llm_quality_smoke.md").read_text()
