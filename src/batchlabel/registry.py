@@ -23,6 +23,10 @@ EXTRA_OF = {
     "accelerate": "train",
     "gguf": "gguf",
     "xgrammar": "vllm",
+    "onnxruntime": "cpu-fast",
+    "onnxscript": "cpu-fast",
+    "onnx": "cpu-fast",
+    "model2vec": "cpu-fast",
 }
 
 #: how a module's distribution is called where that differs from the module (for messages)

@@ -26,6 +26,15 @@ class EmbedMethod(StrictModel):
         None, description="Linear head directory (local or s3://). Default: train.output of this spec."
     )
     max_length: int = Field(256, gt=0, le=8192, description="Tokens kept per text (longer texts are truncated).")
+    backend: Literal["torch", "onnx", "onnx-int8", "static"] = Field(
+        "torch",
+        description="How the encoder runs (changes the embeddings, so the head must be trained on the same "
+        "backend): torch = transformers fp32; onnx = the encoder exported once to ONNX, run by ONNX Runtime "
+        "(fp32, float-rounding differences only); onnx-int8 = that export with dynamic int8 weights (faster, "
+        "slightly different embeddings); static = a model2vec static embedding distilled once from the encoder "
+        "(no transformer at label time: far faster, a little less accurate). Exports and distillations are "
+        "cached beside the encoder. onnx*/static need pip install 'batchlabel[cpu-fast]'.",
+    )
     encode_batch_size: int = Field(
         8, ge=1, description="Texts per encoder forward pass; texts are sorted by length first (less padding).",
         json_schema_extra=SPEED_ONLY,
@@ -135,9 +144,25 @@ class ClassifierMethod(StrictModel):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Weights dtype (fp32 is fastest on CPU)."
     )
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="engine hf: how the model runs. torch = transformers; onnx = the (merged) model exported "
+        "once to ONNX, run by ONNX Runtime (fp32; float-rounding differences only); onnx-int8 = that export "
+        "with dynamic int8 weights (faster, slightly different scores). Needs dtype float32 and pip install "
+        "'batchlabel[cpu-fast]'.",
+    )
     gpu_memory_utilization: float = Field(
         0.85, gt=0, le=1, description="vllm on GPU: share of GPU memory it may use.", json_schema_extra=SPEED_ONLY
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_needs_hf(cls, value: str, info: Any) -> str:
+        if value != "torch" and info.data.get("engine") == "vllm":
+            raise ValueError("backend onnx/onnx-int8 runs on engine hf, not vllm")
+        if value != "torch" and info.data.get("dtype", "float32") != "float32":
+            raise ValueError("backend onnx/onnx-int8 exports the float32 model: set dtype float32")
+        return value
 
 
 class CustomMethod(StrictModel):

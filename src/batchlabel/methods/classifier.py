@@ -4,7 +4,9 @@ HF engine: transformers (+ peft for adapters, optionally merged into the base we
 tokenised exactly as in training (same truncation), sorted by length and run in padded batches
 under ``torch.inference_mode``; the softmax over the classification logits is the confidence.
 vLLM engine: the same (merged) model on vLLM's pooling runner, fed the same token ids
-(batchlabel.engines.vllm_classifier).
+(batchlabel.engines.vllm_classifier). ``backend: onnx | onnx-int8`` (engine hf): the (merged) model exported
+once to ONNX (cached beside the artifact, keyed by its file digests) and run by ONNX Runtime on the same
+padded, length-sorted batches (batchlabel.models.onnx_encoder).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from batchlabel.errors import BatchlabelError
 from batchlabel.hashing import stable_hash
 from batchlabel.io.storage import StorageSettings, is_remote, local_model_dir
 from batchlabel.methods.base import Labeler, LabelOutput
+from batchlabel.models.backends import backend_recipe, require_backend
 from batchlabel.models.encoders import resolve_encoder
 
 
@@ -43,8 +46,9 @@ def _base_reference(spec: JobSpec, marker: dict[str, Any]) -> str | None:
 
 
 def _merges_adapter(method: ClassifierMethod) -> bool:
-    """Whether a LoRA adapter is folded into its base: asked for, or needed (vLLM loads one plain checkpoint)."""
-    return method.merge_adapter or method.engine == "vllm"
+    """Whether a LoRA adapter is folded into its base: asked for, or needed (vLLM and the ONNX export take one
+    plain model)."""
+    return method.merge_adapter or method.engine == "vllm" or method.backend != "torch"
 
 
 def _local_config(reference: str | None, storage: StorageSettings) -> dict | None:
@@ -65,6 +69,8 @@ class ClassifierLabeler(Labeler):
         base = _base_reference(spec, marker)
         if base is not None and not is_remote(base):
             resolve_encoder(base, storage)
+        assert isinstance(spec.method, ClassifierMethod)
+        require_backend(spec.method.backend)
 
     @staticmethod
     def fingerprint_for(spec: JobSpec, storage: StorageSettings) -> str:
@@ -78,8 +84,12 @@ class ClassifierLabeler(Labeler):
         del method["model"], method["base_model"]  # locations: the files and the resolved base identify them
         method["merge_adapter"] = _merges_adapter(spec.method) if base else False
         method["max_length"] = spec.method.max_length or marker.get("max_length")
+        extra = {}
+        if method.pop("backend") != "torch":  # torch hashes as before backends existed
+            extra = {"backend": spec.method.backend, "backend_recipe": backend_recipe(spec.method.backend)}
         return stable_hash(
             {
+                **extra,
                 "method": method,
                 "kind": marker.get("kind"),
                 "files": marker.get("files"),
@@ -108,14 +118,17 @@ class ClassifierLabeler(Labeler):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         local = local_model_dir(spec.head_path(), storage)
         self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(local), marker.get("padding_side", "right"))
+        self.vllm = self.session = self.model = None
+        if method.backend != "torch":
+            self.session = self._onnx_session(spec, marker, storage, local)
+            self.fingerprint = self.fingerprint_for(spec, storage)
+            return
         model = self._load_model(spec, marker, storage, local, merge=_merges_adapter(method))
-        self.vllm = None
         if method.engine == "vllm":
             from batchlabel.engines.vllm_classifier import VLLMClassifier
 
             self.vllm = VLLMClassifier(model, self.tokenizer, len(self.labels), self.max_length, method.dtype,
                                        gpu_memory_utilization=method.gpu_memory_utilization)
-            self.model = None
         else:
             self.model = model.to(self.device).eval()
         self.fingerprint = self.fingerprint_for(spec, storage)
@@ -148,6 +161,30 @@ class ClassifierLabeler(Labeler):
             model.config.pad_token_id = self.tokenizer.pad_token_id
         return model
 
+    def _onnx_session(self, spec: JobSpec, marker: dict[str, Any], storage: StorageSettings, local: str) -> Any:
+        """ORT session on the (merged) model's ONNX export, exported on first use."""
+        from batchlabel.models.onnx_encoder import onnx_model, ort_session
+
+        assert isinstance(spec.method, ClassifierMethod)
+        torch = self.torch
+
+        def logits_module() -> Any:
+            model = self._load_model(spec, marker, storage, local, merge=True)
+
+            class Logits(torch.nn.Module):
+                def __init__(self) -> None:
+                    super().__init__()
+                    self.model = model
+
+                def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+                    return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+
+            return Logits()
+
+        base = _base_reference(spec, marker)
+        key = stable_hash({"files": marker.get("files"), "base": base, "base_config": _local_config(base, storage)})
+        return ort_session(onnx_model(local, "classifier", spec.method.backend, logits_module, "logits", key=key))
+
     def probabilities(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
         """(n, n_labels) softmax probabilities in label-set order, and truncation flags."""
         from batchlabel.models.tokens import tokenize
@@ -161,6 +198,12 @@ class ClassifierLabeler(Labeler):
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
+                if self.session is not None:
+                    batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, padding=True,
+                                               return_tensors="np")
+                    feeds = {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+                    probs[chunk] = torch.softmax(torch.from_numpy(self.session.run(None, feeds)[0]), -1).numpy()
+                    continue
                 batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, padding=True, return_tensors="pt")
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 logits = self.model(**batch).logits.float()

@@ -10,12 +10,13 @@ from batchlabel.errors import BatchlabelError
 from batchlabel.hashing import stable_hash
 from batchlabel.io.storage import StorageSettings, join
 from batchlabel.methods.base import Labeler, LabelOutput
+from batchlabel.models.backends import backend_recipe, require_backend
 from batchlabel.models.encoders import resolve_encoder
 from batchlabel.models.heads import CONFIG_FILE, LinearHead
 
 
 def check_head_config(spec: JobSpec, config: dict) -> None:
-    """The head must have been trained for this label set and encoder."""
+    """The head must have been trained for this label set, encoder and encoder backend."""
     assert isinstance(spec.method, EmbedMethod)
     if config.get("labels") != spec.label_names:
         raise BatchlabelError(
@@ -25,6 +26,13 @@ def check_head_config(spec: JobSpec, config: dict) -> None:
     encoder = config.get("encoder", spec.method.encoder)
     if encoder != spec.method.encoder:
         raise BatchlabelError(f"The head at {spec.head_path()} was trained on encoder {encoder}, not {spec.method.encoder}.")
+    backend = config.get("backend", "torch")  # heads from before backends existed were trained on torch
+    if backend != spec.method.backend:
+        raise BatchlabelError(
+            f"The head at {spec.head_path()} was trained on the {backend!r} backend's embeddings, but the job's "
+            f"method.backend is {spec.method.backend!r}; embeddings differ between backends. Set backend: {backend} "
+            "or train a head on this backend (`batchlabel train`, with another train.output)."
+        )
 
 
 class EmbedLabeler(Labeler):
@@ -38,22 +46,28 @@ class EmbedLabeler(Labeler):
                 "first, or set train.inline: true."
             )
         check_head_config(spec, json.loads(storage.read_bytes(url)))
+        require_backend(spec.method.backend)
         if not spec.method.encoder.startswith("s3://"):
             resolve_encoder(spec.method.encoder, storage)
 
     @staticmethod
     def fingerprint_for(spec: JobSpec, storage: StorageSettings, head: LinearHead | None = None) -> str:
-        """Hash of the method's outcome (encoder reference, max_length; no SPEED_ONLY field), the encoder's
-        config, the head's weights and the label set; cheap, no model load. The head is identified by its
-        weights, not by where it is stored."""
+        """Hash of the method's outcome (encoder reference, max_length, backend; no SPEED_ONLY field), the
+        encoder's config, the backend's export/distillation recipe, the head's weights and the label set;
+        cheap, no model load. The head is identified by its weights, not by where it is stored. The torch
+        backend hashes as before backends existed (its outputs stay current)."""
         assert isinstance(spec.method, EmbedMethod)
         encoder_dir = Path(resolve_encoder(spec.method.encoder, storage))
         config = encoder_dir / "config.json"
         head = head or LinearHead.load(spec.head_path(), storage)
         method = spec.method.outcome()
         method.pop("head")
+        extra = {}
+        if method.pop("backend") != "torch":
+            extra = {"backend": spec.method.backend, "backend_recipe": backend_recipe(spec.method.backend)}
         return stable_hash(
             {
+                **extra,
                 "method": method,
                 "encoder_config": json.loads(config.read_text()) if config.is_file() else None,
                 "head": head.digest(),
@@ -62,7 +76,7 @@ class EmbedLabeler(Labeler):
         )
 
     def __init__(self, spec: JobSpec):
-        from batchlabel.models.encoders import SentenceEncoder
+        from batchlabel.models.backends import load_encoder
 
         assert isinstance(spec.method, EmbedMethod)
         storage = StorageSettings.from_spec(spec.storage)
@@ -70,7 +84,7 @@ class EmbedLabeler(Labeler):
         self.head = LinearHead.load(spec.head_path(), storage)
         check_head_config(spec, {"labels": self.head.labels, **self.head.meta})
         self.encode_batch_size = spec.method.encode_batch_size
-        self.encoder = SentenceEncoder(spec.method.encoder, storage, max_length=spec.method.max_length)
+        self.encoder = load_encoder(spec.method.encoder, storage, spec.method.max_length, spec.method.backend)
         self.fingerprint = self.fingerprint_for(spec, storage, self.head)  # the head is loaded once
 
     def label(self, texts: list[str]) -> LabelOutput:

@@ -19,16 +19,17 @@ from typing import Any
 
 from batchlabel.errors import BatchlabelError
 from batchlabel.io.storage import StorageSettings, join
+from batchlabel.models.encoder_cache import CACHE_DIR_NAME
 
 MARKER_FILE = "batchlabel_classifier.json"
 FORMAT_VERSION = 1
 
 
 def file_digests(local_dir: Path) -> dict[str, str]:
-    """sha256 of every file under a directory (the marker excluded), by relative POSIX path."""
+    """sha256 of every file under a directory (the marker and cached ONNX exports excluded), by relative path."""
     digests = {}
     for file in sorted(local_dir.rglob("*")):
-        if file.is_file() and file.name != MARKER_FILE:
+        if file.is_file() and file.name != MARKER_FILE and file.relative_to(local_dir).parts[0] != CACHE_DIR_NAME:
             sha = hashlib.sha256()
             with open(file, "rb") as handle:
                 while chunk := handle.read(1 << 22):

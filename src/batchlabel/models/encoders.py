@@ -34,7 +34,49 @@ def resolve_encoder(reference: str, storage: StorageSettings) -> str:
     return reference
 
 
-class SentenceEncoder:
+class BatchedEncoder:
+    """Length-sorted batched encoding; subclasses embed one tokenised batch (``_embed_batch``)."""
+
+    dim: int
+    max_length: int
+    tokenizer: object
+
+    def tokenize(self, texts: list[str], tensors: str = "pt") -> tuple[dict, list[bool]]:
+        """Tokenise once; truncate to max_length and report which texts were truncated."""
+        cap = self.max_length * MAX_CHARS_PER_TOKEN
+        clipped = [t[:cap] for t in texts]
+        encoded = self.tokenizer(clipped, truncation=False, padding=False, verbose=False)["input_ids"]
+        truncated = [len(ids) > self.max_length or len(t) > cap for ids, t in zip(encoded, texts)]
+        sep = encoded[0][-1:] if encoded and encoded[0] else []
+        ids = [row if len(row) <= self.max_length else row[: self.max_length - len(sep)] + sep for row in encoded]
+        batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors=tensors)
+        return batch, truncated
+
+    def _embed_batch(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        raise NotImplementedError
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, list[bool]]:
+        """(n, dim) float32 L2-normalised embeddings, plus truncation flags."""
+        outputs: list[np.ndarray] = []
+        flags: list[bool] = []
+        # sort by length so that padding is small; restore the order at the end
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            pooled, truncated = self._embed_batch([texts[i] for i in order[start : start + batch_size]])
+            outputs.append(pooled)
+            flags.extend(truncated)
+        if not outputs:
+            return np.zeros((0, self.dim), dtype=np.float32), []
+        stacked = np.concatenate(outputs)
+        result = np.empty_like(stacked)
+        result[order] = stacked
+        restored = [False] * len(texts)
+        for position, index in enumerate(order):
+            restored[index] = flags[position]
+        return result, restored
+
+
+class SentenceEncoder(BatchedEncoder):
     """Transformers encoder with mean pooling; loads offline from a local directory."""
 
     def __init__(self, reference: str, storage: StorageSettings, max_length: int = 256, device: str = "cpu"):
@@ -53,41 +95,13 @@ class SentenceEncoder:
         self.dim = int(self.model.config.hidden_size)
         self.identity = {"reference": reference, "config": self.model.config.to_diff_dict()}
 
-    def tokenize(self, texts: list[str]) -> tuple[dict, list[bool]]:
-        """Tokenise once; truncate to max_length and report which texts were truncated."""
-        cap = self.max_length * MAX_CHARS_PER_TOKEN
-        clipped = [t[:cap] for t in texts]
-        encoded = self.tokenizer(clipped, truncation=False, padding=False, verbose=False)["input_ids"]
-        truncated = [len(ids) > self.max_length or len(t) > cap for ids, t in zip(encoded, texts)]
-        sep = encoded[0][-1:] if encoded and encoded[0] else []
-        ids = [row if len(row) <= self.max_length else row[: self.max_length - len(sep)] + sep for row in encoded]
-        batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
-        return batch, truncated
-
-    def encode(self, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, list[bool]]:
-        """(n, dim) float32 L2-normalised embeddings, plus truncation flags."""
+    def _embed_batch(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
         torch = self.torch
-        outputs: list[np.ndarray] = []
-        flags: list[bool] = []
-        # sort by length so that padding is small; restore the order at the end
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        batch, truncated = self.tokenize(texts)
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = [texts[i] for i in order[start : start + batch_size]]
-                batch, truncated = self.tokenize(chunk)
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                outputs.append(pooled.float().cpu().numpy())
-                flags.extend(truncated)
-        if not outputs:
-            return np.zeros((0, self.dim), dtype=np.float32), []
-        stacked = np.concatenate(outputs)
-        result = np.empty_like(stacked)
-        result[order] = stacked
-        restored = [False] * len(texts)
-        for position, index in enumerate(order):
-            restored[index] = flags[position]
-        return result, restored
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            return pooled.float().cpu().numpy(), truncated

@@ -1,4 +1,5 @@
-"""train.method head: a logistic-regression head on the embed method's sentence embeddings.
+"""train.method head: a logistic-regression head on the embed method's sentence embeddings, computed on the
+method's encoder backend (recorded in the head; the embed method refuses a head from another backend).
 
 The rows and the validation share are the fine-tune trainers' (``training.data``): a probe head fitted on
 the non-validation rows gives the validation metrics; the head that is saved is fitted on all usable rows,
@@ -39,7 +40,7 @@ def train_head(spec: JobSpec, progress: bool = True) -> TrainResult:
     """Embed the training rows, fit a logistic-regression head, report validation metrics, save."""
     from rich.console import Console
 
-    from batchlabel.models.encoders import SentenceEncoder
+    from batchlabel.models.backends import load_encoder
 
     train = spec.train
     if not isinstance(train, HeadTrain):
@@ -55,7 +56,7 @@ def train_head(spec: JobSpec, progress: bool = True) -> TrainResult:
     import torch
 
     torch.manual_seed(train.seed)
-    encoder = SentenceEncoder(spec.method.encoder, storage, max_length=spec.method.max_length)
+    encoder = load_encoder(spec.method.encoder, storage, spec.method.max_length, spec.method.backend)
     with console.status("embedding training rows"):
         features, _ = encoder.encode(rows.texts, batch_size=spec.method.encode_batch_size)
     labels = spec.label_names
@@ -70,6 +71,7 @@ def train_head(spec: JobSpec, progress: bool = True) -> TrainResult:
     head.meta = {
         "encoder": spec.method.encoder,
         "max_length": spec.method.max_length,
+        "backend": spec.method.backend,
         "train_rows": len(rows),
         "train_input": train.input.path,
         "validation": validation,
