@@ -1,15 +1,16 @@
-"""How labels are derived: one spec per method (embed, prompt, score, classifier, custom), a discriminated
-union on ``name``, plus the few-shot settings that prompt and score share."""
+"""How labels are derived: one spec per method (embed, prompt, score, classifier, custom, and a cascade of
+those), a discriminated union on ``name``, plus the few-shot settings that prompt and score share."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from batchlabel.config.base import SPEED_ONLY, StrictModel
 from batchlabel.config.engines import EngineSpec, LocalEngineSpec
 from batchlabel.config.input import SplitSpec
+from batchlabel.config.runtime import RuntimeSpec
 
 BUNDLED_ENCODER = "bundled:all-MiniLM-L6-v2"
 
@@ -176,6 +177,47 @@ class CustomMethod(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict, description="Free-form options passed to the class.")
 
 
-MethodSpec = Annotated[
+StageMethodSpec = Annotated[
     Union[EmbedMethod, PromptMethod, ScoreMethod, ClassifierMethod, CustomMethod], Field(discriminator="name")
+]
+
+
+class CascadeStage(StrictModel):
+    """One stage of a cascade: a full method spec, the confidence below which its rows go on, its own resources."""
+
+    method: StageMethodSpec = Field(description="How this stage labels (embed, prompt, score, classifier, custom).")
+    min_confidence: float | None = Field(
+        None, gt=0, le=1, description="Every stage but the last: rows labeled with a lower confidence (or an error) "
+        "go on to the next stage. Refused on the last stage, which labels whatever reaches it.",
+    )
+    runtime: RuntimeSpec | None = Field(
+        None, description="This stage's actor pool: fields given here override the job's runtime (e.g. actors, "
+        "cpus_per_actor, gpus_per_actor, threads_per_actor, batch_size).", json_schema_extra=SPEED_ONLY,
+    )
+
+
+class CascadeMethod(StrictModel):
+    """Cheap labeler first: each stage relabels only the rows the stage before it was unsure about."""
+
+    name: Literal["cascade"] = Field(description="Method name.")
+    stages: list[CascadeStage] = Field(
+        min_length=2, description="Ordered stages, one actor pool each; they share the job's labels."
+    )
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> "CascadeMethod":
+        *escalating, last = self.stages
+        for number, stage in enumerate(escalating, start=1):
+            if stage.min_confidence is None:
+                raise ValueError(f"stages[{number - 1}] needs min_confidence: the rows below it go to stage {number + 1}")
+        if last.min_confidence is not None:
+            raise ValueError(
+                f"stages[{len(self.stages) - 1}]: the last stage labels every row that reaches it; remove its min_confidence"
+            )
+        return self
+
+
+MethodSpec = Annotated[
+    Union[EmbedMethod, PromptMethod, ScoreMethod, ClassifierMethod, CustomMethod, CascadeMethod],
+    Field(discriminator="name"),
 ]

@@ -18,6 +18,7 @@ METHODS = Registry(
         "prompt": "batchlabel.methods.prompt:PromptLabeler",
         "score": "batchlabel.methods.score:ScoreLabeler",
         "classifier": "batchlabel.methods.classifier:ClassifierLabeler",
+        "cascade": "batchlabel.methods.cascade:CascadeLabeler",
     },
 )
 

@@ -3,6 +3,8 @@
 argmax is the label, softmax over the labels is the confidence, every label's probability is kept.
 With ``calibrate``, contextual calibration divides by each label's probability on content-free inputs
 (docs/design.md, "Contextual calibration": SmolLM2-135M on R8 goes from 0.30 to 0.38 accuracy with it).
+Variant ``label`` sums the label's own tokens without the end of turn, which charged word-prefix labels (earn,
+acq) for the model wanting to go on (docs/design.md, "Label scoring: what is summed, and where the answer starts").
 """
 
 from __future__ import annotations

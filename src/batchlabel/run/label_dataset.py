@@ -74,12 +74,27 @@ def label_dataset(ds, spec: JobSpec | dict[str, Any], *, internal: bool = False)
 
     job = as_job(spec)
     cluster = current_cluster()
-    return ds.map_batches(
-        BlockLabeler,
-        fn_constructor_args=(job.model_dump_json(), actor_threads(job.runtime, cluster), internal),
-        compute=ActorPoolStrategy(size=job.runtime.actors),
-        batch_size=None,  # whole blocks: a shard read as one block is labeled as one block
-        batch_format="pyarrow",
-        num_cpus=actor_cpus(job.runtime, cluster),
-        num_gpus=job.runtime.gpus_per_actor or None,
-    )
+    if job.method.name == "cascade":  # one actor pool per stage (run/cascade.py)
+        from batchlabel.config.cascade import stage_jobs
+        from batchlabel.run.cascade import StageLabeler
+
+        stages = stage_jobs(job)
+        below = [None] + [stage.min_confidence for stage in job.method.stages[:-1]]
+        pools = [(StageLabeler, (stage.model_dump_json(), internal, k, len(stages), below[k], job.output.keep_text),
+                  stage.runtime) for k, stage in enumerate(stages)]
+    else:
+        pools = [(BlockLabeler, (job.model_dump_json(), internal), job.runtime)]
+    # the actors of all pools share the node: size CPUs/threads as if they were one pool of them all
+    together = sum(runtime.actors for _, _, runtime in pools)
+    for actor_class, (spec_json, *args), runtime in pools:
+        shared = runtime.model_copy(update={"actors": together})
+        ds = ds.map_batches(
+            actor_class,
+            fn_constructor_args=(spec_json, actor_threads(shared, cluster), *args),
+            compute=ActorPoolStrategy(size=runtime.actors),
+            batch_size=None,  # whole blocks: a shard read as one block is labeled as one block
+            batch_format="pyarrow",
+            num_cpus=min(runtime.cpus_per_actor, actor_cpus(shared, cluster)),
+            num_gpus=runtime.gpus_per_actor or None,
+        )
+    return ds

@@ -216,7 +216,8 @@ def run_job(
         manifest = finalizer.manifest
     rows_written = sum(m.rows for m in finalizer.new)
     wall = time.monotonic() - started
-    table = read_committed(output, storage, columns=REPORT_COLUMNS)
+    cascade = spec.method.name == "cascade"  # per-stage report section (report/cascade.py)
+    table = read_committed(output, storage, columns=REPORT_COLUMNS + (["labeled_by"] if cascade else []))
     all_fingerprints = sorted(set(table.column("labeler_fingerprint").to_pylist()) - {""})
     run = {
         "job": spec.name,
@@ -229,6 +230,8 @@ def run_job(
         # engine.price (LLM methods) -> the report's cost (report.usage)
         "price": getattr(getattr(spec.method, "engine", None), "price", None) and spec.method.engine.price.model_dump(),
     }
+    if cascade:
+        run["cascade"] = [{"method": s.method.name, "min_confidence": s.min_confidence} for s in spec.method.stages]
     if first_commit is not None:
         # start-up = Ray start + actor start + model load + the first shard; steady = everything after it
         first_s = min(wall, max(0.0, first_commit - started_at))
@@ -249,7 +252,8 @@ def evaluate_output(output: str, storage: StorageSettings, labels: list[str] | N
     if manifest is None:
         raise BatchlabelError(f"{output} holds no committed batchlabel run (no {MANIFEST}).")
     labels = labels or manifest["labels"]
-    table = read_committed(output, storage, columns=REPORT_COLUMNS)
+    extra = ["labeled_by"] if manifest.get("method") == "cascade" else []
+    table = read_committed(output, storage, columns=REPORT_COLUMNS + extra)
     report = build_report(table, labels, {"job": manifest.get("job"), "method": manifest.get("method")})
     files = writers.write_report(report, output, storage, writers.report_title(manifest.get("job", output)))
     return report, files

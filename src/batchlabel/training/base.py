@@ -44,7 +44,9 @@ def train_model(spec: "JobSpec", progress: bool = True) -> TrainResult:
     """Train the model of ``spec.train`` with the trainer of its method."""
     if spec.train is None:
         raise BatchlabelError("The job spec has no train section: add one (see jobs/reuters_embed.yaml).")
-    return trainer_for(spec.train.method)(spec, progress)
+    from batchlabel.config.cascade import trained_job  # a cascade: the stage the train section trains
+
+    return trainer_for(spec.train.method)(trained_job(spec), progress)
 
 
 def train_if_missing(spec: "JobSpec", progress: bool = True) -> TrainResult | None:

@@ -1,0 +1,102 @@
+"""The stages of ``method: cascade`` as actor pools of one Ray Data pipeline (built by ``run.label_dataset``).
+
+Stage 1 labels every row. Stage k > 1 relabels only the rows whose confidence after stage k-1 is below stage
+k-1's ``min_confidence`` — or null, i.e. the row errored (a failed cheap labeler falls back to the next one;
+a null/empty text errors again at every stage without reaching a model) — and passes the others through
+unchanged. Each stage is its own actor pool with its own resources (``stages[k].runtime``).
+
+Columns added: ``labeled_by`` (int16, the 1-based stage that labeled the row). ``prob_*``, ``label``,
+``confidence``, ``error`` and ``truncated`` are those of the stage that labeled the row; ``tokens_*`` are the
+sums over every stage the row went through (what the row cost); ``labeler_fingerprint`` is the cascade's
+chain over all stages' fingerprints and thresholds (``config.cascade.cascade_fingerprint``), on every row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batchlabel.config.cascade import chain_fingerprint
+
+INTERNAL = ["_shard", "_row"]
+LABELED_BY = "labeled_by"
+
+
+def escalated(block: pa.Table, below: float) -> np.ndarray:
+    """Positions of the rows the next stage relabels: confidence below ``below``, or null (an error row)."""
+    confidence = block.column("confidence")
+    low = pc.fill_null(pc.less(confidence, pa.scalar(below, confidence.type)), True)
+    return np.flatnonzero(low.to_numpy(zero_copy_only=False))
+
+
+def _summed_tokens(before: pa.ChunkedArray, after: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Per-row tokens of two stages added; null only where neither stage spent any (no LLM)."""
+    both_null = pc.and_(pc.is_null(before), pc.is_null(after))
+    total = pc.add(pc.fill_null(before, 0), pc.fill_null(after, 0))
+    return pc.if_else(both_null, pa.nulls(len(before), total.type), total)
+
+
+class StageLabeler:
+    """Ray Data actor of cascade stage ``index`` (0-based) of ``count``; a whole block per call.
+
+    ``below``: the previous stage's min_confidence (None for stage 1). ``keep_text``: the job's
+    output.keep_text (applied by the last stage). ``internal``: as ``run.label_dataset.BlockLabeler``.
+    """
+
+    def __init__(self, stage_json: str, threads: int, internal: bool, index: int, count: int, below: float | None,
+                 keep_text: bool):
+        from batchlabel.run.actor import LabelingActor
+
+        self.actor = LabelingActor(stage_json, threads)
+        self.batch_size = self.actor.spec.runtime.batch_size
+        self.fingerprint = getattr(self.actor.labeler, "fingerprint", "")
+        self.internal, self.index, self.count, self.below, self.keep_text = internal, index, count, below, keep_text
+
+    def _label(self, rows: pa.Table) -> pa.Table:
+        starts = range(0, rows.num_rows, self.batch_size) or [0]  # an empty block still gets the output columns
+        parts = [self.actor(rows.slice(start, self.batch_size)) for start in starts]
+        return pa.concat_tables(parts, promote_options="permissive")
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        if self.index == 0:
+            out, previous = self._first(block), None
+        else:
+            out, previous = self._relabel(block), (block.column("labeler_fingerprint")[0].as_py() if block.num_rows else None)
+        value = chain_fingerprint(previous, self.below, self.fingerprint)
+        out = out.set_column(out.schema.get_field_index("labeler_fingerprint"), "labeler_fingerprint",
+                             pa.array([value] * out.num_rows, pa.string()))
+        if self.index == self.count - 1:
+            if not self.keep_text and "text" in out.column_names:
+                out = out.drop_columns(["text"])
+            if not self.internal:
+                out = out.drop_columns(INTERNAL)
+        return out
+
+    def _first(self, block: pa.Table) -> pa.Table:
+        n = block.num_rows
+        if not self.internal:
+            if "gold" not in block.column_names:
+                block = block.append_column("gold", pa.nulls(n, pa.string()))
+            block = block.append_column("_shard", pa.nulls(n, pa.string()))
+            block = block.append_column("_row", pa.array(np.arange(n, dtype=np.int64)))
+        out = self._label(block)
+        if self.internal:
+            out = out.append_column("_shard_rows", block.column("_shard_rows"))
+        return out.append_column(LABELED_BY, pa.array(np.ones(n, dtype=np.int16)))
+
+    def _relabel(self, block: pa.Table) -> pa.Table:
+        picked = escalated(block, self.below)
+        if not len(picked):
+            return block
+        rows = block.take(picked)
+        new = self._label(rows.select([c for c in rows.column_names if c not in ("labeled_by", "_shard_rows")]))
+        if "_shard_rows" in block.column_names:
+            new = new.append_column("_shard_rows", rows.column("_shard_rows"))
+        new = new.append_column(LABELED_BY, pa.array(np.full(len(picked), self.index + 1, dtype=np.int16)))
+        for name in [c for c in block.column_names if c.startswith("tokens_")]:
+            new = new.set_column(new.schema.get_field_index(name), name, _summed_tokens(rows.column(name), new.column(name)))
+        new = new.select(block.column_names).cast(block.schema)
+        kept = np.setdiff1d(np.arange(block.num_rows), picked, assume_unique=True)
+        merged = pa.concat_tables([block.take(kept), new])
+        return merged.take(np.argsort(np.concatenate([kept, picked]), kind="stable"))
