@@ -42,6 +42,11 @@ def test_vllm_label_scores_match_hf(engines, r8_texts):
         reference.score_labels(prompts, R8_LABELS, first_token=True),
         atol=1e-3,
     )
+    assert np.allclose(  # the label's own tokens, no end of turn
+        fast.score_labels(prompts, R8_LABELS, label_only=True),
+        reference.score_labels(prompts, R8_LABELS, label_only=True),
+        atol=1e-3,
+    )
 
 
 def test_vllm_constrained_choice_matches_hf(engines, r8_texts):
