@@ -80,8 +80,11 @@ def ray_cluster():
     """One local Ray for the in-process integration tests (run_job reuses it, never stops it)."""
     import ray
 
+    # Ray workers write the labeled shards, so they need S3 credentials like the driver (a real cluster gives
+    # them through the environment or an instance role); these are moto_endpoint's fake ones
+    fake = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
-             _node_ip_address="127.0.0.1", log_to_driver=False)
+             _node_ip_address="127.0.0.1", log_to_driver=False, runtime_env={"env_vars": fake})
     yield
     ray.shutdown()
 
