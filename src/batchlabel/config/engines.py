@@ -15,6 +15,34 @@ from batchlabel.config.base import SPEED_ONLY, StrictModel
 Dtype = Literal["float32", "bfloat16", "float16"]
 
 
+class PriceSpec(StrictModel):
+    """What the engine's tokens cost, for the report's cost line (changes no label)."""
+
+    input_per_million: float = Field(ge=0, description="USD per million prompt tokens.")
+    output_per_million: float = Field(ge=0, description="USD per million output (completion) tokens.")
+    cached_input_per_million: float | None = Field(
+        None, ge=0, description="USD per million cached prompt tokens (default: the input price)."
+    )
+
+
+class RateLimitSpec(StrictModel):
+    """Quota of the API key, enforced across ALL actors of a job by one shared limiter (token buckets).
+
+    A bucket holds ``burst_s`` seconds of quota (at least one request) and refills continuously, so over any
+    window of W seconds at most ``burst + rate·W`` requests (tokens) are sent (a single request of more tokens
+    than the burst waits for a full bucket and adds its excess).
+    """
+
+    requests_per_minute: float | None = Field(None, gt=0, description="Requests per minute (all actors together).")
+    tokens_per_minute: float | None = Field(
+        None, gt=0, description="Prompt + answer tokens per minute (estimated from the prompt's characters and the "
+        "answer budget before sending, corrected with the answer's usage)."
+    )
+    burst_s: float = Field(
+        1.0, gt=0, le=60, description="Seconds of quota a bucket holds (what may be sent at once after a pause)."
+    )
+
+
 class _EngineBase(StrictModel):
     model: str = Field(
         description="Model: a local HF directory, an s3:// prefix (downloaded to a local cache) or a hub id; "
@@ -22,6 +50,9 @@ class _EngineBase(StrictModel):
     )
     max_article_tokens: int = Field(
         384, ge=8, description="Each article is cut to this many tokens before it enters a prompt (flagged truncated)."
+    )
+    price: PriceSpec | None = Field(
+        None, description="Token prices: the report then gives the run's cost.", json_schema_extra=SPEED_ONLY
     )
 
 
@@ -66,7 +97,12 @@ class _RemoteEngineBase(_EngineBase):
     )
     timeout_s: float = Field(60.0, gt=0, description="Timeout of one request.", json_schema_extra=SPEED_ONLY)
     request_retries: int = Field(
-        4, ge=0, le=20, description="Retries with exponential backoff on 429/5xx/timeouts.",
+        4, ge=0, le=20, description="Retries on 429/5xx/timeouts: after the server's Retry-After when it sends one, "
+        "else with exponential backoff and jitter.",
+        json_schema_extra=SPEED_ONLY,
+    )
+    rate_limit: RateLimitSpec | None = Field(
+        None, description="Requests/tokens per minute shared by all actors of the job (none: no limit).",
         json_schema_extra=SPEED_ONLY,
     )
 
@@ -83,6 +119,10 @@ class TogetherEngineSpec(_RemoteEngineBase):
 
     name: Literal["together"] = Field(description="Engine name.")
     base_url: str | None = Field(None, description="Server URL (default: Together AI's).")
+    api_key_env: str = Field(
+        "TOGETHER_API_KEY", description="Environment variable holding the API key (never in the spec).",
+        json_schema_extra=SPEED_ONLY,
+    )
 
 
 EngineSpec = Annotated[

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +44,47 @@ class Decoding:
 
 @dataclass
 class Generation:
-    """One answer: its text, token counts and (when the engine gives it) the answer's log-probability."""
+    """One answer: its text, token counts and (when the engine gives it) the answer's log-probability.
+
+    ``cached_tokens``: the part of ``prompt_tokens`` the server (or vLLM) answered from its prefix cache, where
+    it says so."""
 
     text: str
     prompt_tokens: int
     output_tokens: int
     logprob: float | None = None
     error: str | None = None
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens an engine spent: prompt (cached ones included), cached prompt, output."""
+
+    prompt: int = 0
+    cached: int = 0
+    output: int = 0
+
+    def __sub__(self, other: "TokenUsage") -> "TokenUsage":
+        return TokenUsage(self.prompt - other.prompt, self.cached - other.cached, self.output - other.output)
+
+
+@dataclass
+class UsageMeter:
+    """Running token totals of one engine (thread-safe). Every answered request counts once, re-asks included;
+    a request that failed counts nothing (the server reports no usage for it)."""
+
+    total: TokenUsage = TokenUsage()
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, prompt: int = 0, cached: int = 0, output: int = 0) -> None:
+        with self.lock:
+            t = self.total
+            self.total = TokenUsage(t.prompt + int(prompt), t.cached + int(cached), t.output + int(output))
+
+    def snapshot(self) -> TokenUsage:
+        with self.lock:
+            return self.total
 
 
 def resolve_model(reference: str, storage: StorageSettings) -> str:
@@ -94,6 +129,8 @@ class Engine(ABC):
     def __init__(self, spec: EngineSpec, storage: StorageSettings):
         self.spec = spec
         self.storage = storage
+        #: tokens spent so far (generate counts its answers; score_labels implementations add their own)
+        self.usage = UsageMeter()
 
     def generate(
         self,
@@ -104,7 +141,11 @@ class Engine(ABC):
         seed: int | None = None,
     ) -> list[Generation]:
         """Answer each chat prompt. Failures of one request are reported in ``Generation.error``."""
-        return self._generate(prompts, constraints, Decoding(max_tokens, temperature, seed))
+        results = self._generate(prompts, constraints, Decoding(max_tokens, temperature, seed))
+        for result in results:
+            if result.error is None:  # an errored prompt was not run (or the server reported no usage)
+                self.usage.add(result.prompt_tokens, result.cached_tokens, result.output_tokens)
+        return results
 
     @abstractmethod
     def _generate(self, prompts: list[Messages], constraints: list[Constraint | None], decoding: Decoding) -> list[Generation]:

@@ -147,6 +147,8 @@ class HFEngine(LocalEngine):
         with torch.inference_mode():
             for start in range(0, len(prompts), size):
                 rows = [self.chat.prompt_ids(m) for m in prompts[start : start + size]]
+                # tokens run: each prompt once, plus every label's continuation per prompt (full scoring)
+                self.usage.add(prompt=sum(map(len, rows)) + (0 if first_only else len(rows) * sum(map(len, conts))))
                 ids, mask = self._left_padded(rows)
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
                 result = self.model(

@@ -1,6 +1,7 @@
 """`openai` engine: any OpenAI-compatible chat endpoint (e.g. `vllm serve`), with bounded concurrency,
-retries with exponential backoff on 429/5xx/timeouts/connection errors, and a per-request timeout
-(batchlabel.engines.remote).
+the job-wide rate limit, retries on 429/5xx/timeouts/connection errors (Retry-After, else backoff) and a
+per-request timeout (batchlabel.engines.remote). Token usage comes from the answer's ``usage`` (cached prompt
+tokens from ``usage.prompt_tokens_details.cached_tokens`` when the server reports them).
 
 Constraints are sent as ``response_format`` JSON schema (servers that support it enforce it; the reply is
 validated by the caller either way). The API key comes from the environment variable ``api_key_env``.
@@ -28,13 +29,16 @@ class OpenAIEngine(RemoteEngine):
 
     def __init__(self, spec: OpenAIEngineSpec, storage: StorageSettings):
         openai = engine_package("openai")
-        super().__init__(spec, storage)
+        key = os.environ.get(spec.api_key_env)
+        super().__init__(spec, storage, key)
         self.client = openai.OpenAI(
             base_url=spec.base_url,
-            api_key=os.environ.get(spec.api_key_env) or "EMPTY",
+            api_key=key or "EMPTY",
             timeout=spec.timeout_s,
             max_retries=0,  # retries are ours (remote.with_retries), so they are counted and bounded here
         )
+        # the client imports its resources on first use: do it now, not between the limiter's send time and the send
+        self.client.chat.completions  # noqa: B018
 
     def _one(self, messages: Messages, constraint: Constraint | None, decoding: Decoding) -> Generation:
         kwargs = {}
@@ -51,10 +55,12 @@ class OpenAIEngine(RemoteEngine):
             **kwargs,
         )
         usage = reply.usage
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
         return Generation(
             reply.choices[0].message.content or "",
             usage.prompt_tokens if usage else 0,
             usage.completion_tokens if usage else 0,
+            cached_tokens=(getattr(details, "cached_tokens", None) or 0) if details else 0,
         )
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """`together` engine: langchain-together's `ChatTogether` (hosted Together AI, or any OpenAI-compatible
 server through ``base_url``), with ``with_structured_output(..., include_raw=True)`` so the raw reply is
-validated by our own parser (normalisation, id/count checks) and its token usage is counted. Concurrency
-and retries are the remote engines' (batchlabel.engines.remote).
+validated by our own parser (normalisation, id/count checks) and its token usage is counted (cached prompt
+tokens from ``usage_metadata.input_token_details.cache_read``). Concurrency, the job-wide rate limit and
+retries are the remote engines' (batchlabel.engines.remote).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ class TogetherEngine(RemoteEngine):
 
     def __init__(self, spec: TogetherEngineSpec, storage: StorageSettings):
         chat_together = engine_package("together").ChatTogether
-        key = os.environ.get(spec.api_key_env) or os.environ.get("TOGETHER_API_KEY")
+        key = os.environ.get(spec.api_key_env)  # only the variable the spec names
         if not key and not spec.base_url:
-            raise BatchlabelError(f"The together engine needs an API key in ${spec.api_key_env} or $TOGETHER_API_KEY.")
-        super().__init__(spec, storage)
+            raise BatchlabelError(f"The together engine needs an API key in ${spec.api_key_env} (engine.api_key_env).")
+        super().__init__(spec, storage, key)
         kwargs = {"base_url": spec.base_url} if spec.base_url else {}
         self._make = lambda temperature, seed, max_tokens: chat_together(
             model=spec.model,
@@ -52,4 +53,5 @@ class TogetherEngine(RemoteEngine):
         raw = reply["raw"] if structured else reply
         usage = getattr(raw, "usage_metadata", None) or {}
         text = raw.content if isinstance(raw.content, str) else str(raw.content)
-        return Generation(text, usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+        cached = (usage.get("input_token_details") or {}).get("cache_read") or 0
+        return Generation(text, usage.get("input_tokens", 0), usage.get("output_tokens", 0), cached_tokens=cached)

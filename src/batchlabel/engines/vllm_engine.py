@@ -67,7 +67,10 @@ class VLLMEngine(LocalEngine):
             if completion.logprobs:
                 logprob = float(sum(step[token].logprob for step, token in zip(completion.logprobs, completion.token_ids)))
                 logprob = logprob if math.isfinite(logprob) else None
-            out[index] = Generation(completion.text, len(rows[index]), len(completion.token_ids), logprob=logprob)
+            out[index] = Generation(
+                completion.text, len(rows[index]), len(completion.token_ids), logprob=logprob,
+                cached_tokens=result.num_cached_tokens or 0,
+            )
         return out
 
     def score_labels(
@@ -89,6 +92,10 @@ class VLLMEngine(LocalEngine):
                 requests.append(TokensPrompt(prompt_token_ids=ids + cont))
                 spans.append((len(ids), cont))
         results = self.llm.generate(requests, sampling.prompt_logprob_params(), use_tqdm=False)
+        self.usage.add(  # tokens run: prompt + label per request, the shared prompt mostly from the prefix cache
+            prompt=sum(len(r["prompt_token_ids"]) for r in requests),
+            cached=sum(r.num_cached_tokens or 0 for r in results),
+        )
         flat = np.empty(len(requests), dtype=np.float64)
         for k, (result, (start, cont)) in enumerate(zip(results, spans)):
             steps = result.prompt_logprobs

@@ -9,11 +9,34 @@ import numpy as np
 
 
 @dataclass
+class TokenCounts:
+    """LLM tokens per item (aligned with the texts): prompt (cached included), cached prompt, output."""
+
+    prompt: list[int]
+    cached: list[int]
+    output: list[int]
+
+    @classmethod
+    def zeros(cls, n: int) -> "TokenCounts":
+        return cls([0] * n, [0] * n, [0] * n)
+
+    def __add__(self, other: "TokenCounts") -> "TokenCounts":
+        """Concatenation (the items of ``other`` after those of ``self``)."""
+        return TokenCounts(self.prompt + other.prompt, self.cached + other.cached, self.output + other.output)
+
+    def set(self, index: int, other: "TokenCounts", position: int) -> None:
+        self.prompt[index] = other.prompt[position]
+        self.cached[index] = other.cached[position]
+        self.output[index] = other.output[position]
+
+
+@dataclass
 class LabelOutput:
     """Results for a list of texts, aligned with the input order.
 
     ``probs`` is an (n, n_labels) matrix in label-set order (rows of an errored item are NaN);
-    ``errors[i]`` is None when item i was labeled.
+    ``errors[i]`` is None when item i was labeled. ``tokens``: what the LLM spent on each item (LLM methods;
+    None for methods without an LLM).
     """
 
     labels: list[str | None]
@@ -21,6 +44,7 @@ class LabelOutput:
     probs: np.ndarray
     errors: list[str | None]
     truncated: list[bool] = field(default_factory=list)
+    tokens: TokenCounts | None = None
 
     @classmethod
     def failed(cls, n: int, n_labels: int, reason: str) -> "LabelOutput":
@@ -49,6 +73,8 @@ class Labeler(ABC):
 
     #: hash of everything that decides this labeler's results (model, head, prompt, labels, params)
     fingerprint: str
+    #: whether ``label`` reports the LLM tokens each item cost (``LabelOutput.tokens``)
+    counts_tokens: bool = False
 
     @staticmethod
     @abstractmethod

@@ -1,15 +1,25 @@
-"""What the prompt and score labelers share: fingerprint, preflight, engine and few-shot set-up."""
+"""What the prompt and score labelers share: fingerprint, preflight, engine, few-shot set-up, and the tokens
+each labeled article cost.
+
+Token accounting: the engine keeps running totals (``Engine.usage``); every ``label`` call of an LLM labeler
+takes the totals' growth since its previous call and apportions it over the call's articles, so the output
+columns sum to exactly what the engine spent (re-asks, splits and a calibration pass included; a call that
+raised is counted in the next call's growth). Apportioned evenly: each article gets the integer share, the
+first ``remainder`` articles one token more (deterministic).
+"""
 
 from __future__ import annotations
+
+import functools
 
 from batchlabel.config import JobSpec
 from batchlabel.config.engines import LocalEngineSpec
 from batchlabel.engines import build_engine, check_engine_installed
-from batchlabel.engines.base import model_identity, resolve_model
+from batchlabel.engines.base import TokenUsage, model_identity, resolve_model
 from batchlabel.errors import BatchlabelError
 from batchlabel.hashing import stable_hash
 from batchlabel.io.storage import StorageSettings, is_remote
-from batchlabel.methods.base import Labeler
+from batchlabel.methods.base import Labeler, LabelOutput, TokenCounts
 from batchlabel.methods.prompts import PROMPT_VERSION
 
 
@@ -49,8 +59,49 @@ def build_selector(spec: JobSpec, storage: StorageSettings, engine):
     return FewShotSelector(few_shot, spec.labels, storage, clip=engine.clip)
 
 
+def split_evenly(total: int, n: int) -> list[int]:
+    """``total`` over ``n`` items: integer shares summing to ``total``, the first ``total % n`` one larger."""
+    share, remainder = divmod(total, n)
+    return [share + 1] * remainder + [share] * (n - remainder)
+
+
+def apportion(usage: TokenUsage, n: int) -> TokenCounts:
+    """Per-item token counts whose sums equal ``usage`` (cached <= prompt holds per item when it does in total)."""
+    return TokenCounts(split_evenly(usage.prompt, n), split_evenly(usage.cached, n), split_evenly(usage.output, n))
+
+
+def _counts_tokens(label):
+    """Wrap a labeler's ``label``: attach the engine's token growth since the previous call, apportioned."""
+
+    @functools.wraps(label)
+    def counted(self: "LLMLabeler", texts: list[str]) -> LabelOutput:
+        if self._counting or not texts:  # a subclass's label calling its parent's: the outer call counts
+            return label(self, texts)
+        self._counting = True
+        try:
+            result = label(self, texts)
+        finally:
+            self._counting = False
+        now = self.engine.usage.snapshot()
+        result.tokens = apportion(now - self._usage_seen, len(texts))
+        self._usage_seen = now
+        return result
+
+    return counted
+
+
 class LLMLabeler(Labeler):
-    """Base of the prompt and score labelers: driver-side checks, fingerprint, engine and few-shot selector."""
+    """Base of the prompt and score labelers: driver-side checks, fingerprint, engine and few-shot selector.
+
+    Every subclass's ``label`` returns per-article token counts (see the module docstring)."""
+
+    counts_tokens = True
+    _counting = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "label" in cls.__dict__:
+            cls.label = _counts_tokens(cls.__dict__["label"])
 
     @staticmethod
     def preflight(spec: JobSpec, storage: StorageSettings) -> None:
@@ -65,5 +116,7 @@ class LLMLabeler(Labeler):
         self.method = spec.method
         self.names = spec.label_names
         self.engine = engine or build_engine(spec.method.engine, storage)
+        # tokens spent from here on (a calibration pass in a subclass's __init__ included) go to the rows
+        self._usage_seen = self.engine.usage.snapshot()
         self.storage = storage
         self.fingerprint = llm_fingerprint(spec)

@@ -107,6 +107,11 @@ def build_report(table: pa.Table, labels: list[str], run: dict[str, Any] | None 
         metrics["mean_confidence_wrong"] = _mean(pc.filter(scored_conf, wrong))
         report["metrics"] = metrics
         report["calibration"] = calibration_report(_floats(scored_conf), _bools(pc.equal(scored_pred, scored_gold)))
+    from batchlabel.report.usage import usage_section  # tokens and cost (issue 16); run["price"]: engine.price
+
+    usage = usage_section(table, labels, report["run"].get("price"))
+    if usage is not None:
+        report["usage"] = usage
     from batchlabel.report.cascade import cascade_section  # method: cascade (labeled_by)
 
     cascade = cascade_section(table, labels, report["run"].get("cascade"))

@@ -3,6 +3,10 @@
 Row-level problems (null/empty text, a failing model call) become error rows; the actor never
 raises for a row, so one bad article cannot fail the job (Ray would fail the whole dataset, and
 `max_errored_blocks` would silently drop rows).
+
+Token columns (``TOKEN_COLUMNS``, int64): what the LLM spent on each row, apportioned so that they sum to the
+engine's totals (``methods.llm``); 0 on an LLM method's rows that never reached the model (null/empty text),
+null for methods without an LLM (classifier, embed).
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import pyarrow as pa
 
 from batchlabel.config import JobSpec
 from batchlabel.hashing import text_hash
-from batchlabel.methods.base import LabelOutput
+from batchlabel.methods.base import LabelOutput, TokenCounts
 
 MAX_ERROR_CHARS = 500
+#: per-row LLM token columns: prompt (cached included), cached prompt, output
+TOKEN_COLUMNS = ("tokens_prompt", "tokens_cached", "tokens_output")
 
 
 def prob_column(label: str) -> str:
@@ -37,6 +43,7 @@ def output_schema(spec: JobSpec, passthrough_types: dict[str, pa.DataType] | Non
         pa.field("labeler_fingerprint", pa.string()),
         pa.field("text_hash", pa.string()),
         pa.field("gold", pa.string()),
+        *[pa.field(name, pa.int64()) for name in TOKEN_COLUMNS],
     ]
     if spec.output.keep_text:
         fields.append(pa.field("text", pa.large_string()))
@@ -74,6 +81,9 @@ def build_output(spec: JobSpec, batch: pa.Table, result: LabelOutput, fingerprin
     columns["labeler_fingerprint"] = pa.array([fingerprint] * len(texts), pa.string())
     columns["text_hash"] = pa.array([text_hash(t) if isinstance(t, str) else None for t in texts], pa.string())
     columns["gold"] = batch.column("gold")
+    tokens = result.tokens
+    for name, values in zip(TOKEN_COLUMNS, (tokens.prompt, tokens.cached, tokens.output) if tokens else [None] * 3):
+        columns[name] = pa.array(values, pa.int64()) if values is not None else pa.nulls(len(texts), pa.int64())
     if spec.output.keep_text:
         columns["text"] = batch.column("text")
     for name in spec.input.passthrough:
@@ -106,9 +116,16 @@ def _label_with_retries(spec: JobSpec, labeler, texts: list[str], n_labels: int,
             probs=np.concatenate([halves[0].probs, halves[1].probs]),
             errors=halves[0].errors + halves[1].errors,
             truncated=(halves[0].truncated or [False] * middle) + (halves[1].truncated or [False] * (len(texts) - middle)),
+            tokens=_joined_tokens(halves[0], halves[1]),
         )
     reason = f"labeler failed: {type(error).__name__}: {error}"
     return LabelOutput.failed(len(texts), n_labels, reason[:MAX_ERROR_CHARS])
+
+
+def _joined_tokens(first: LabelOutput, second: LabelOutput) -> TokenCounts | None:
+    if first.tokens is None and second.tokens is None:
+        return None
+    return (first.tokens or TokenCounts.zeros(len(first.labels))) + (second.tokens or TokenCounts.zeros(len(second.labels)))
 
 
 def label_table(spec: JobSpec, labeler, batch: pa.Table) -> pa.Table:
@@ -128,6 +145,12 @@ def label_table(spec: JobSpec, labeler, batch: pa.Table) -> pa.Table:
             merged.errors[index] = result.errors[position]
             if result.truncated:
                 merged.truncated[index] = result.truncated[position]
+        if result.tokens is not None:
+            merged.tokens = merged.tokens or TokenCounts.zeros(len(texts))
+            for position, index in enumerate(good):
+                merged.tokens.set(index, result.tokens, position)
+    elif getattr(labeler, "counts_tokens", False):  # an LLM method with nothing to label here: no tokens spent
+        merged.tokens = TokenCounts.zeros(len(texts))
     return build_output(spec, batch, merged, getattr(labeler, "fingerprint", ""))
 
 
