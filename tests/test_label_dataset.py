@@ -1,5 +1,5 @@
-"""The data path on Ray: label_dataset() inside a user's pipeline; run_job with byte-range shards, a split that
-empties shards, and duplicate ids found across shards by Ray tasks (the run is refused, both places named)."""
+"""The data path on Ray: label_dataset() inside a user's pipeline; run_job with byte-range shards and a split that
+empties shards; duplicate ids found across shards by Ray tasks (the run is refused, both places named)."""
 
 from __future__ import annotations
 
@@ -54,11 +54,28 @@ def test_jsonl_byte_ranges_and_a_split_that_empties_shards(ray_cluster, tmp_path
     assert len(markers) == result.manifest["planned_shards"] > len(result.manifest["shards"])
 
 
-def test_duplicate_ids_refuse_the_run_and_name_both_places(ray_cluster, tmp_path):
+def test_duplicate_ids_are_found_by_ray_tasks_and_refuse_the_run(ray_cluster, tmp_path):
+    """The check run_job does before its manifest, on shards committed by write tasks (no labeling needed)."""
+    from batchlabel.config import InputSpec
+    from batchlabel.io.datasink import write_table
+    from batchlabel.io.planning import plan_input
+    from batchlabel.io.sink import ShardSink
+    from batchlabel.run.pipeline import Finalizer
+
     ids = [f"d{i}" for i in range(250)]
     ids[230] = "d17"
     pq.write_table(pa.table({"id": ids, "text": ["t"] * 250}), tmp_path / "in.parquet")
+    plan = plan_input(InputSpec(path=str(tmp_path / "in.parquet")), StorageSettings(), 100)
     out = str(tmp_path / "out")
+    sink = ShardSink(out, StorageSettings(), [s.key for s in plan.shards], {"spec_hash": "s", "plan": plan.fingerprint()})
+    sink.open(False)
+    returns = []
+    for shard in plan.shards:
+        n = shard.stop - shard.start
+        returns += write_table(out, StorageSettings(), pa.table({
+            "id": ids[shard.start:shard.stop], "label": ["a"] * n, "error": pa.nulls(n, pa.string()),
+            "labeler_fingerprint": ["f"] * n, "_shard": [shard.key] * n, "_row": list(range(shard.start, shard.stop)),
+            "_shard_rows": [n] * n}))
     with pytest.raises(InputError, match=r"Duplicate id 'd17' .*in\.parquet row 17 and .*in\.parquet row 230"):
-        run_job(parse_job(_job(str(tmp_path / "in.parquet"), out)), progress=False)
+        Finalizer(sink, plan)(returns)
     assert read_manifest(out, StorageSettings()) is None
