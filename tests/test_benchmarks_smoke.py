@@ -161,3 +161,15 @@ def test_llm_quality_smoke(tiny_llm, tmp_path):  # noqa: F811  (tiny_llm is the 
         assert sum(c["rows"] for c in row["per_class"].values()) == 8
     assert rows["prompt_n1"]["error_rows"] == 0  # constrained to the label
     assert "| labeler | engine | accuracy [95%]" in (tmp_path / "llm_quality_smoke.md").read_text()
+
+
+def test_cascade_smoke(tmp_path):
+    _run("cascade.py", "--smoke", "--work", str(tmp_path / "work"), "--out", str(tmp_path))
+    result = json.loads((tmp_path / "cascade_smoke.json").read_text())
+    assert (tmp_path / "cascade_smoke.md").read_text().startswith("# Cascades on Reuters R8 test")
+    _check_machine(result["machine"])
+    curve = result["cascades"]["minilm16 -> minilm64"]
+    assert curve and all(0 < r["share_escalated"] < 1 and 0 <= r["accuracy"] <= 1 for r in curve)
+    assert all(_positive(s["cpu_s_per_1000"]) for s in result["stages_alone"].values())
+    check = result["real_cascade_check"]  # the real method: cascade on Ray agrees with the per-row simulation
+    assert check["rows"] == 40 and check["escalated"] > 0 and check["disagreements_with_simulation"] == 0

@@ -53,7 +53,7 @@ def test_fingerprint_and_resume_hash_cover_every_stage_and_threshold(tmp_path):
         return parse_job({"input": {"path": "x.parquet"}, "labels": ["a", label], "output": {"path": "o"},
                           "method": {"name": "cascade", "stages": [{"method": NOOP, "min_confidence": below}, second]}})
 
-    fingerprint = lambda spec: labeler_fingerprint(spec, StorageSettings())  # noqa: E731
+    fingerprint = lambda spec: labeler_fingerprint(spec, StorageSettings())
     base = job(0.5)
     assert fingerprint(base) != fingerprint(job(0.6)) and base.result_hash() != job(0.6).result_hash()
     assert fingerprint(base) != fingerprint(job(0.5, label="c"))  # a stage's own fingerprint changed

@@ -68,6 +68,6 @@ def cascade_markdown(section: dict[str, Any]) -> list[str]:
             line += f" {s.get('tokens_prompt', 0)} | {s.get('tokens_output', 0)} |"
         lines.append(line)
     overall = "n/a" if section["accuracy"] is None else f"**{section['accuracy']:.4f}**"
-    lines += ["", f"- the cascade's accuracy on gold: {overall}; a stage sees the rows the stage before it was unsure "
-              "about (confidence below its min_confidence, or an error); tokens are what those rows cost over all stages"]
+    lines += ["", (f"- the cascade's accuracy on gold: {overall}; a stage sees the rows the stage before it was unsure "
+              "about (confidence below its min_confidence, or an error); tokens are what those rows cost over all stages")]
     return lines

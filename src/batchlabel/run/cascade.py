@@ -8,7 +8,8 @@ unchanged. Each stage is its own actor pool with its own resources (``stages[k].
 Columns added: ``labeled_by`` (int16, the 1-based stage that labeled the row). ``prob_*``, ``label``,
 ``confidence``, ``error`` and ``truncated`` are those of the stage that labeled the row; ``tokens_*`` are the
 sums over every stage the row went through (what the row cost); ``labeler_fingerprint`` is the cascade's
-chain over all stages' fingerprints and thresholds (``config.cascade.cascade_fingerprint``), on every row.
+chain over all stages' fingerprints and thresholds (``config.cascade.cascade_fingerprint``), on every row
+(docs/design.md, "Cascades: one actor pool per stage, the threshold rule, the fingerprint chain").
 """
 
 from __future__ import annotations
