@@ -226,3 +226,33 @@ def test_label_table_gives_llm_rows_tokens_and_other_methods_nulls():
 
     plain = label_table(spec, Plain(), batch)
     assert plain.column("tokens_prompt").null_count == 4  # no LLM: null, not 0
+
+
+def test_outputs_written_before_the_token_columns_still_read_and_report(tmp_path):
+    """A shard written before the tokens_* columns existed next to one written after: read together, the old
+    rows have null tokens, the report counts the new ones only; an all-old output has no usage section."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from batchlabel.io.sink import MANIFEST, read_committed
+    from batchlabel.io.storage import StorageSettings
+    from batchlabel.report.metrics import build_report
+    from batchlabel.run.pipeline import REPORT_COLUMNS
+
+    base = {"label": ["earn"], "gold": ["earn"], "error": [None], "confidence": [1.0], "truncated": [False],
+            "labeler_fingerprint": ["f"]}
+    old = pa.table({"id": ["a"], **base})
+    new = pa.table({"id": ["b"], **base, "tokens_prompt": pa.array([40], pa.int64()),
+                    "tokens_cached": pa.array([16], pa.int64()), "tokens_output": pa.array([3], pa.int64())})
+    pq.write_table(old, tmp_path / "part-0.parquet")
+    pq.write_table(new, tmp_path / "part-1.parquet")
+    manifest = {"shards": [{"file": "part-0.parquet"}, {"file": "part-1.parquet"}]}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    table = read_committed(str(tmp_path), StorageSettings(), columns=REPORT_COLUMNS)
+    assert table.column("tokens_prompt").to_pylist() == [None, 40]
+    usage = build_report(table, ["earn", "acq"])["usage"]
+    assert [usage[k] for k in ("rows", "prompt_tokens", "cached_prompt_tokens", "output_tokens")] == [1, 40, 16, 3]
+    (tmp_path / MANIFEST).write_text(json.dumps({"shards": [{"file": "part-0.parquet"}]}))
+    old_only = read_committed(str(tmp_path), StorageSettings(), columns=REPORT_COLUMNS)
+    assert "tokens_prompt" not in old_only.column_names and "usage" not in build_report(old_only, ["earn"])

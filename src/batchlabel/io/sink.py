@@ -84,7 +84,10 @@ def read_committed(output: str, storage: StorageSettings, columns: list[str] | N
     tables = []
     for entry in manifest["shards"]:
         if entry.get("file"):
-            tables.append(pq.read_table(io.BytesIO(storage.read_bytes(join(output, entry["file"]))), columns=columns))
+            data = pq.ParquetFile(io.BytesIO(storage.read_bytes(join(output, entry["file"]))))
+            # a shard written before a column existed (e.g. the tokens_* columns) is read without it: null there
+            present = None if columns is None else [c for c in columns if c in data.schema_arrow.names]
+            tables.append(data.read(columns=present))
     if not tables:
         raise OutputError(f"The run at {output} has no shards.")
     return pa.concat_tables(tables, promote_options="permissive")
