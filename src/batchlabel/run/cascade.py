@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchlabel.config.cascade import chain_fingerprint
+from batchlabel.run.blocks import INTERNAL, with_internal_columns
 
-INTERNAL = ["_shard", "_row"]
 LABELED_BY = "labeled_by"
 
 
@@ -77,10 +77,7 @@ class StageLabeler:
     def _first(self, block: pa.Table) -> pa.Table:
         n = block.num_rows
         if not self.internal:
-            if "gold" not in block.column_names:
-                block = block.append_column("gold", pa.nulls(n, pa.string()))
-            block = block.append_column("_shard", pa.nulls(n, pa.string()))
-            block = block.append_column("_row", pa.array(np.arange(n, dtype=np.int64)))
+            block = with_internal_columns(block)
         out = self._label(block)
         if self.internal:
             out = out.append_column("_shard_rows", block.column("_shard_rows"))

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from batchlabel.config import JobSpec, parse_job
-
-INTERNAL = ["_shard", "_row"]
+from batchlabel.run.blocks import INTERNAL, with_internal_columns
 
 
 def as_job(spec: JobSpec | dict[str, Any]) -> JobSpec:
@@ -50,10 +48,7 @@ class BlockLabeler:
     def __call__(self, block: pa.Table) -> pa.Table:
         n = block.num_rows
         if not self.internal:
-            if "gold" not in block.column_names:
-                block = block.append_column("gold", pa.nulls(n, pa.string()))
-            block = block.append_column("_shard", pa.nulls(n, pa.string()))
-            block = block.append_column("_row", pa.array(np.arange(n, dtype=np.int64)))
+            block = with_internal_columns(block)
         parts = [self.actor(block.slice(start, self.batch_size)) for start in range(0, n, self.batch_size)]
         out = pa.concat_tables(parts, promote_options="permissive")
         if self.internal:
