@@ -64,6 +64,8 @@ CASES: dict[str, dict[str, Any]] = {
     "e2e_1e7_single": {"kind": "run", "rows": 10**7, "files": 1},
     "e2e_1e7_many": {"kind": "run", "rows": 10**7, "files": 100},
     "plan_1e8": {"kind": "plan", "rows": 10**8, "files": 100},
+    # the same run without the report (eval.enabled: false): what the report costs the driver
+    "e2e_1e7_single_noreport": {"kind": "run", "rows": 10**7, "files": 1, "report": False},
 }
 SMOKE_CASES: dict[str, dict[str, Any]] = {
     "e2e_smoke_many": {"kind": "run", "rows": 3000, "files": 3},
@@ -127,7 +129,7 @@ def generate(directory: Path, rows: int, files: int, row_group: int) -> Path:
     return directory
 
 
-def job_yaml(work: Path, corpus: Path, output: Path, args: argparse.Namespace) -> Path:
+def job_yaml(work: Path, corpus: Path, output: Path, args: argparse.Namespace, report: bool = True) -> Path:
     import yaml
 
     job = {
@@ -137,6 +139,7 @@ def job_yaml(work: Path, corpus: Path, output: Path, args: argparse.Namespace) -
         "method": {"name": "custom", "labeler": NOOP},
         "runtime": {"actors": args.actors, "batch_size": args.batch_size},
         "output": {"path": str(output), "shard_rows": args.shard_rows},
+        "eval": {"enabled": report},
     }
     path = work / f"job-{output.name}.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
@@ -227,7 +230,7 @@ def run_case(name: str, case: dict, sides: dict[str, str], args: argparse.Namesp
             load = [round(x, 2) for x in os.getloadavg()]
             print(f"[{name}] {side}: planning ...", flush=True)
             output = work / f"out-{side}"
-            job = job_yaml(work, corpus, output, args)
+            job = job_yaml(work, corpus, output, args, report=case.get("report", True))
             plan_timeout = args.plan_timeout_s if case["kind"] == "plan" else args.timeout_s
             plan = measure(["run", str(job), "--dry-run"], src, work, plan_timeout, args.rss_cap_mib)
             row: dict[str, Any] = {"src": src, "load_avg_before": load, "plan": plan}
