@@ -163,6 +163,25 @@ def test_llm_quality_smoke(tiny_llm, tmp_path):  # noqa: F811  (tiny_llm is the 
     assert "| labeler | engine | accuracy [95%]" in (tmp_path / "llm_quality_smoke.md").read_text()
 
 
+
+def test_cpu_encoders_smoke(tmp_path):
+    from test_train_classifier import tiny_bert
+
+    encoder = tiny_bert(tmp_path / "tiny_bert")  # export / distillation cached beside it, in tmp_path
+    _run("cpu_encoders.py", "--smoke", "--encoder", encoder, "--out-dir", str(tmp_path),
+         "--work-dir", str(tmp_path / "work"))
+    result = json.loads((tmp_path / "cpu_encoders_smoke.json").read_text())
+    assert (tmp_path / "cpu_encoders_smoke.md").read_text().startswith("# CPU encoder backends")
+    _check_machine(result["machine"])
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert {"seed", "bare", "st", "torch", "onnx", "onnx-int8", "static", "batchlabel run static_100k"} <= set(rows)
+    for row in rows.values():
+        assert row["rows"] > 0 and _positive(row["rows_per_s"]) and 0 <= row["accuracy"] <= 1
+    assert rows["onnx"]["agreement_with_torch"] == 1.0  # fp32 export: same labels as torch
+    assert _positive(result["peak"]["fp32_flops_per_s"]) and 0 < rows["torch"]["share_of_fp32_peak"]
+    assert rows["batchlabel run static_100k"]["rows"] == 200
+
+
 def test_cascade_smoke(tmp_path):
     _run("cascade.py", "--smoke", "--work", str(tmp_path / "work"), "--out", str(tmp_path))
     result = json.loads((tmp_path / "cascade_smoke.json").read_text())

@@ -5,7 +5,8 @@ so one ORT call returns what the torch path returns: L2-normalised mean-pooled s
 (``sentence_embedding``) or a classifier's ``logits``. ``onnx-int8`` is that file after ONNX Runtime's
 dynamic quantisation (int8 weights, activations quantised per call). Both are cached beside the source model
 keyed by its digest (batchlabel.models.encoder_cache). ORT runs with as many intra-op threads as torch has in
-this process (the actor sets them per actor, as for the torch backend).
+this process (the actor sets them per actor, as for the torch backend). The dynamo exporter and QUInt8
+weights are chosen from measurements (docs/design.md, "Encoder backends: export and int8 on this CPU").
 """
 
 from __future__ import annotations
