@@ -142,7 +142,8 @@ def _job(tmp_path: Path, name: str, sleep_s: float, **runtime) -> tuple[Path, Pa
 
 
 def _run(job: Path, address: str, *extra: str, timeout: float = 120) -> subprocess.Popen:
-    env = {**_env(), "RAY_ADDRESS": address}
+    # the actor pool starts only once both actors are up, so that the first one cannot take every batch
+    env = {**_env(), "RAY_ADDRESS": address, "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "120"}
     return subprocess.Popen([str(BIN / "batchlabel"), "run", str(job), "--quiet", *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
