@@ -22,6 +22,7 @@ from batchlabel.io.formats import open_parquet, split_cap, text_head, text_prefi
 from batchlabel.io.shards import InputFile, InputPlan, Shard
 from batchlabel.io.storage import StorageSettings, is_remote
 
+LABELED_ROW_BYTES = 320  # upper bound of the in-memory bytes labeling adds to a row (ids, label, probs, hashes)
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
 
@@ -108,6 +109,9 @@ def _plan_parquet(spec: InputSpec, storage: StorageSettings, file: InputFile, sh
     check_columns(spec, file.url, meta.schema.to_arrow_schema().names)
     file.num_rows = meta.num_rows
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    row_bytes = max((meta.row_group(i).total_byte_size / max(1, sizes[i]) for i in range(len(sizes))), default=0)
+    # + what labeling adds per row (ids, label, probs, hashes; the labeled block must not outgrow it either)
+    file.shard_bytes = int((row_bytes + LABELED_ROW_BYTES) * min(shard_rows, max(sizes, default=0)))
     cap, kept = meta.num_rows, meta.num_rows
     if remaining is not None:
         cap, kept = split_cap(spec, storage, file, remaining) if spec.split else (min(cap, remaining),) * 2
@@ -126,20 +130,23 @@ def _plan_text(spec: InputSpec, storage: StorageSettings, file: InputFile, shard
     """Plan one CSV/JSONL file; return rows (after the split) it contributes (-1: unknown, no limit)."""
     head, data_start, names = text_head(spec, storage, file)
     check_columns(spec, file.url, names)
+    body = head[data_start:]
+    row_bytes = max(1.0, len(body) / max(1, body.count(b"\n")))
     if remaining is not None:  # row ranges over the prefix the limit needs
         cap, kept = text_prefix_rows(spec, storage, file, remaining)
         file.num_rows = cap
+        file.shard_bytes = int(2 * (row_bytes + LABELED_ROW_BYTES) * shard_rows)
         for index, start in enumerate(range(0, cap, shard_rows)):
             stop = min(start + shard_rows, cap)
             file.shards.append(Shard(file.index, index, start, stop, stop - start, "lines", index))
         return kept
-    body = head[data_start:]
-    row_bytes = max(1.0, len(body) / max(1, body.count(b"\n")))
     if file.format == "csv" and spec.csv_newlines_in_values:
         estimate = round((file.size - data_start) / row_bytes)
         file.shards.append(Shard(file.index, 0, 0, -1, None if estimate < 0 else estimate, "lines", 0))
+        file.shard_bytes = 2 * file.size + LABELED_ROW_BYTES * (estimate if estimate > 0 else 0)
         return -1
     step = max(1 << 16, int(row_bytes * shard_rows))
+    file.shard_bytes = 2 * step + LABELED_ROW_BYTES * shard_rows
     for index, start in enumerate(range(data_start, max(file.size, data_start + 1), step)):
         stop = min(start + step, file.size)
         file.shards.append(Shard(file.index, index, start, stop, max(1, round((stop - start) / row_bytes)), "bytes", index))

@@ -36,6 +36,7 @@ class InputFile:
     index: int
     size: int = 0
     num_rows: int | None = None  # from the footer (Parquet) or the limit prefix; None when unknown
+    shard_bytes: int = 0  # estimated in-memory bytes of its biggest shard (footer sizes / byte ranges)
     shards: list[Shard] = field(default_factory=list)
 
 
@@ -49,6 +50,10 @@ class InputPlan:
     @property
     def shards(self) -> list[Shard]:
         return [s for f in self.files for s in f.shards]
+
+    @property
+    def max_shard_bytes(self) -> int:
+        return max((f.shard_bytes for f in self.files), default=0)
 
     @property
     def total_rows(self) -> int:

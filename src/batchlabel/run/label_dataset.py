@@ -15,9 +15,11 @@ order. ``batchlabel run`` uses the same stage between its shard reader and its s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batchlabel.config import JobSpec, parse_job
 from batchlabel.run.blocks import INTERNAL, with_internal_columns
@@ -45,15 +47,29 @@ class BlockLabeler:
         self.batch_size = self.actor.spec.runtime.batch_size
         self.internal = internal
 
-    def __call__(self, block: pa.Table) -> pa.Table:
+    def __call__(self, block: pa.Table) -> Iterator[pa.Table]:
         n = block.num_rows
         if not self.internal:
             block = with_internal_columns(block)
         parts = [self.actor(block.slice(start, self.batch_size)) for start in range(0, n, self.batch_size)]
         out = pa.concat_tables(parts, promote_options="permissive")
         if self.internal:
-            return out.append_column("_shard_rows", block.column("_shard_rows"))
-        return out.drop_columns(INTERNAL)
+            yield from shard_runs(out.append_column("_shard_rows", block.column("_shard_rows")))
+        else:
+            yield out.drop_columns(INTERNAL)
+
+
+def shard_runs(table: pa.Table) -> Iterator[pa.Table]:
+    """``table`` cut where ``_shard`` changes: one output per shard, so Ray's block shaping joins whole shards
+    and cuts none (docs/design.md, "Data path: writes on the workers, duplicate ids")."""
+    keys = table.column("_shard").combine_chunks()
+    if len(keys) < 2:
+        yield table
+        return
+    changes = np.flatnonzero(pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False))
+    bounds = [0, *(changes + 1).tolist(), len(keys)]
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        yield table.slice(start, stop - start)
 
 
 def label_dataset(ds, spec: JobSpec | dict[str, Any], *, internal: bool = False):

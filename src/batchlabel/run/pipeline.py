@@ -110,6 +110,10 @@ def _label_into_sink(spec: JobSpec, storage: StorageSettings, plan: InputPlan, s
         context.enable_progress_bars = False
         context.print_on_execution_start = verbose
         context.execution_no_progress_timeout_s = spec.runtime.stall_timeout_s
+        # read tasks and actors yield one table per shard; Ray joins them into a block until it passes this size
+        # and cuts blocks of 1.5x it: above twice the biggest shard (input or labeled), no shard is ever cut and
+        # a row group's shards spread over the actors (docs/design.md, "Data path: writes on the workers, ...")
+        context.target_max_block_size = max(1 << 20, int(2.2 * plan.max_shard_bytes))
         ledger = ray.remote(num_cpus=0)(CommitLedger).remote()
         finalizer = Finalizer(sink, plan, ledger)
         source = make_datasource(spec.input, storage, plan, todo, ledger)
