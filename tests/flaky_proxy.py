@@ -17,7 +17,19 @@ SLOW_DOWN = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
-class FlakyProxy:
+class ServedInThread:
+    """A context manager around ``self.server`` (an HTTPServer) served by ``self.thread``."""
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FlakyProxy(ServedInThread):
     def __init__(self, upstream: str, fault_rate: float = 0.2, seed: int = 0, delay_s: float = 1.0):
         self.upstream = urlparse(upstream)
         self.fault_rate = fault_rate
@@ -98,11 +110,3 @@ class FlakyProxy:
                 fault = "forwarded"
             self.counts[fault] += 1
             return fault
-
-    def __enter__(self) -> "FlakyProxy":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -17,7 +17,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+from flaky_proxy import HOP_BY_HOP, ServedInThread
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Fault:
 
 
 @dataclass
-class ApiProxy:
+class ApiProxy(ServedInThread):
     upstream: str
     schedule: dict[int, Fault] = field(default_factory=dict)  # 0-based arrival number -> fault
     reject_marker: str | None = None  # a body containing it is answered 401, echoing the Authorization key
@@ -134,11 +134,3 @@ class ApiProxy:
                 start += 1
             most = max(most, end - start + 1)
         return most
-
-    def __enter__(self) -> "ApiProxy":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
