@@ -203,7 +203,9 @@ def run_score(labeler, engine, engine_spec: dict, texts, golds, batch: int, part
         for key, value in engine.score_variants(prompts[start : start + batch], names).items():
             done.setdefault(key, []).extend(value)
         wall += time.perf_counter() - started
-        partial.save({"wall": wall, "scores": {k: [r.tolist() for r in v] for k, v in done.items()}})
+        partial.save({"wall": wall, "scores": {k: [r.tolist() for r in v] for k, v in done.items()},
+                      "load": [partial.state.setdefault("load", [round(os.getloadavg()[0], 2)])[0],
+                               round(os.getloadavg()[0], 2)]})
     started = time.perf_counter()
     free = engine.score_variants([labeler.builder.single(x, [], "label") for x in labeler.method.calibration_inputs], names)
     wall += time.perf_counter() - started
@@ -282,7 +284,7 @@ def report(out: Path, results_dir: Path, name: str) -> None:
         for r in mine:
             lo, hi = r["accuracy_95"]
             table.append([r["config"], r["engine"], f"{r['accuracy']:.3f} [{lo:.2f}, {hi:.2f}]", r["macro_f1"],
-                          r["error_rows"], r["reasks"], round(r["prompt_tokens_per_article"]),
+                          r["error_rows"], r["reasks"], (round(r["prompt_tokens_per_article"]) if r["prompt_tokens_per_article"] == r["prompt_tokens_per_article"] else "n/a"),
                           round(r["output_tokens_per_article"], 1), r["articles_per_s"], r["ece"], r["auroc"],
                           f"{r['load'][0]:.1f}/{r['load'][1]:.1f}"])
         lines += [md_table(["labeler", "engine", "accuracy [95%]", "macro-F1", "error rows", "re-asks",
@@ -355,10 +357,14 @@ def partial_rows(work: Path, model: str, rows: int) -> None:
         state = json.loads(path.read_text())
         stale = work / f"{corpus}_{config}.partial_row.json"
         stale.unlink(missing_ok=True)
-        if (work / f"{corpus}_{config}.json").exists() or "labels" not in state or not state["labels"]:
+        if (work / f"{corpus}_{config}.json").exists():
+            continue
+        _, golds, _ = sample(corpus, rows, work)
+        if state.get("scores"):
+            stale.write_text(json.dumps(partial_score_rows(state, corpus, config, golds, model, rows)))
+        if not state.get("labels"):
             continue
         n = len(state["labels"])
-        _, golds, _ = sample(corpus, rows, work)
         summary = PromptStats(**state["stats"]).as_dict()
         names = [lab["name"] for lab in CORPORA[corpus]["labels"]]
         engine = state.get("engine", "vllm")
@@ -369,6 +375,25 @@ def partial_rows(work: Path, model: str, rows: int) -> None:
                "config": f"{config} (partial: {n} of {rows})", "corpus": corpus, "model": Path(model).name,
                "load": state.get("load", [float("nan")] * 2)}
         (work / f"{corpus}_{config}.partial_row.json").write_text(json.dumps([row]))
+
+
+def partial_score_rows(state: dict, corpus: str, config: str, golds: list[str], model: str, rows: int) -> list[dict]:
+    """Raw score rows from an unfinished score pass (calibration needs the content-free pass, run at the end)."""
+    import numpy as np
+
+    from batchlabel.methods.score import log_normalize
+
+    names = [lab["name"] for lab in CORPORA[corpus]["labels"]]
+    out = []
+    for variant, scores in state["scores"].items():
+        probs = np.exp(log_normalize(np.array(scores)))
+        n = len(probs)
+        out.append({"engine": "hf (one pass for all score rows)", "wall_s": state["wall"], "articles_per_s": n / state["wall"],
+                    "prompt_tokens_per_article": float("nan"), "output_tokens_per_article": 0.0, "splits": 0, "reasks": 0,
+                    **scored([names[i] for i in probs.argmax(1)], probs.max(1).tolist(), golds[:n], names),
+                    "config": f"score_{variant}_raw (partial: {n} of {rows})", "corpus": corpus,
+                    "model": Path(model).name, "load": state.get("load", [float("nan")] * 2)})
+    return out
 
 
 def report_rows(work: Path) -> None:
