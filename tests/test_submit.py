@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchlabel.cluster.submit import connect, default_address, job_env, redact, spec_yaml
+from batchlabel.cluster.submit import api_key_names, connect, default_address, job_env, redact, spec_yaml
 from batchlabel.errors import BatchlabelError
 from batchlabel.io.sink import read_committed, read_manifest
 from batchlabel.io.storage import StorageSettings
@@ -169,6 +169,13 @@ def test_runtime_env_carries_settings_and_redacts_secrets(r8_small, tmp_path, mo
     shown = json.dumps(redact({"working_dir": "x", "env_vars": env}))
     assert "s3cr3t" not in shown and "tok" not in shown and "AKIAXXXX" not in shown
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(job_env(environ, None, pass_credentials=False))
+    # the API key a remote engine names travels with the credentials and is never shown
+    keys = api_key_names({"method": {"name": "cascade", "stages": [{"engine": {"api_key_env": "MY_LLM_CRED"}}]}})
+    assert keys == {"MY_LLM_CRED"}
+    env = job_env({**environ, "MY_LLM_CRED": "sk-live-123"}, None, pass_credentials=True, api_keys=keys)
+    assert env["MY_LLM_CRED"] == "sk-live-123"
+    assert "sk-live-123" not in json.dumps(redact({"env_vars": env}, keys))
+    assert "sk-x" not in json.dumps(redact({"env_vars": {"OPENAI_API_KEY": "sk-x"}}))
     # the spec sent to the cluster holds what the user set (+ overrides), never credentials
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(embed_job(r8_small, "s3://b/out", "s3://b/head")))

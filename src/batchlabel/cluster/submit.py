@@ -67,8 +67,25 @@ def connect(address: str | None):
         ) from None
 
 
-def job_env(environ: Mapping[str, str], endpoint_url: str | None, pass_credentials: bool) -> dict[str, str]:
-    """Environment variables for the job: S3 settings, credentials (optional), quiet libraries."""
+def api_key_names(spec_dump: Any) -> set[str]:
+    """The environment variables a job spec names as API keys (``api_key_env`` anywhere, cascade stages included)."""
+    names: set[str] = set()
+    if isinstance(spec_dump, dict):
+        for key, value in spec_dump.items():
+            if key == "api_key_env" and isinstance(value, str) and value:
+                names.add(value)
+            else:
+                names |= api_key_names(value)
+    elif isinstance(spec_dump, list):
+        for item in spec_dump:
+            names |= api_key_names(item)
+    return names
+
+
+def job_env(
+    environ: Mapping[str, str], endpoint_url: str | None, pass_credentials: bool, api_keys: set[str] | frozenset = frozenset()
+) -> dict[str, str]:
+    """Environment variables for the job: S3 settings, credentials and the spec's API keys (optional), quiet libraries."""
     env = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     for name in SETTINGS_ENV:
         if environ.get(name):
@@ -76,17 +93,19 @@ def job_env(environ: Mapping[str, str], endpoint_url: str | None, pass_credentia
     if endpoint_url:
         env["AWS_ENDPOINT_URL"] = endpoint_url
     if pass_credentials:
-        for name in SECRET_ENV:
+        for name in (*SECRET_ENV, *sorted(api_keys)):
             if environ.get(name):
                 env[name] = environ[name]
     return env
 
 
-def redact(runtime_env: dict[str, Any]) -> dict[str, Any]:
-    """A printable copy: secret values replaced by ***."""
+def redact(runtime_env: dict[str, Any], api_keys: set[str] | frozenset = frozenset()) -> dict[str, Any]:
+    """A printable copy: secret values (credentials, the spec's API keys, any *KEY*/*SECRET*/... name) as ***."""
     env = dict(runtime_env.get("env_vars", {}))
     for name in env:
-        if name in SECRET_ENV or any(word in name.upper() for word in ("SECRET", "TOKEN", "PASSWORD")):
+        if name in SECRET_ENV or name in api_keys or any(
+            word in name.upper() for word in ("SECRET", "TOKEN", "PASSWORD", "KEY")
+        ):
             env[name] = REDACTED
     return {**runtime_env, "env_vars": env}
 
@@ -127,12 +146,13 @@ def submit(
     """Validate ``job`` and submit ``batchlabel run job.yaml`` to the cluster; return at once."""
     environ = os.environ if environ is None else environ
     text, spec = spec_yaml(job, overrides)
+    api_keys = api_key_names(spec.model_dump(mode="json"))
     client = connect(address)
     submission_id = submission_id or f"batchlabel-{_slug(spec.name)}-{uuid.uuid4().hex[:8]}"
     entrypoint = f"batchlabel run {SPEC_FILE}" + (f" {entrypoint_args}" if entrypoint_args else "")
     with tempfile.TemporaryDirectory(prefix="batchlabel-submit-") as workdir:
         (Path(workdir) / SPEC_FILE).write_text(text, encoding="utf-8")
-        runtime_env = {"working_dir": workdir, "env_vars": job_env(environ, spec.storage.endpoint_url, pass_credentials)}
+        runtime_env = {"working_dir": workdir, "env_vars": job_env(environ, spec.storage.endpoint_url, pass_credentials, api_keys)}
         deadline = time.monotonic() + AGENT_WAIT_S
         while True:
             try:
@@ -156,7 +176,7 @@ def submit(
                     else ""
                 )
                 raise BatchlabelError(f"The cluster refused the job: {first[:400]}{hint}") from None
-    shown = redact({**runtime_env, "working_dir": f"<{SPEC_FILE} of {spec.name}>"})
+    shown = redact({**runtime_env, "working_dir": f"<{SPEC_FILE} of {spec.name}>"}, api_keys)
     return Submission(submission_id, default_address(address), entrypoint, shown, local_path_warnings(spec))
 
 
