@@ -21,7 +21,10 @@ from batchlabel.errors import SpecError
 from batchlabel.hashing import stable_hash
 
 #: output columns an input passthrough column may not take
-RESERVED_COLUMNS = {"id", "label", "confidence", "error", "truncated", "labeler_fingerprint", "text_hash", "gold", "text"}
+RESERVED_COLUMNS = {
+    "id", "label", "confidence", "error", "truncated", "labeler_fingerprint", "text_hash", "gold", "text",
+    "labeled_by", "tokens_prompt", "tokens_cached", "tokens_output",
+}
 
 
 class JobSpec(StrictModel):
