@@ -56,7 +56,7 @@ def _encoder_dir(reference: str) -> str:
     from batchlabel.io.storage import StorageSettings
     from batchlabel.models.encoders import resolve_encoder
 
-    return resolve_encoder(reference, StorageSettings())
+    return str(resolve_encoder(reference, StorageSettings()))  # pipeline(tokenizer=Path) takes it for an object
 
 
 def _rows(path: Path, limit: int | None) -> tuple[list[str], list[str], list[str]]:
