@@ -76,7 +76,7 @@ class Finalizer:
         if sink.missing():
             sink.finish()  # refuses: names the missing shards
         self.check_unique()
-        fingerprints = sorted({f for m in self.new for f in m.fingerprints})
+        fingerprints = sorted({f for m in sink.committed.values() for f in m.fingerprints})
         self.manifest = sink.finish(extra={"fingerprints": fingerprints})
 
     def check_unique(self) -> None:
@@ -221,8 +221,14 @@ def run_job(
     rows_written = sum(m.rows for m in finalizer.new)
     wall = time.monotonic() - started
     cascade = spec.method.name == "cascade"  # per-stage report section (report/cascade.py)
-    table = read_committed(output, storage, columns=REPORT_COLUMNS + (["labeled_by"] if cascade else []))
-    all_fingerprints = sorted(set(table.column("labeler_fingerprint").to_pylist()) - {""})
+    written = [m for m in sink.committed.values() if m.file]
+    table = None
+    if spec.eval.enabled or any(not m.fingerprints for m in written):
+        # the report needs the rows; without it the markers say everything (nothing grows with rows in the driver)
+        table = read_committed(output, storage, columns=REPORT_COLUMNS + (["labeled_by"] if cascade else []))
+        all_fingerprints = sorted(set(table.column("labeler_fingerprint").to_pylist()) - {"", None})
+    else:
+        all_fingerprints = sorted({f for m in written for f in m.fingerprints} - {""})
     run = {
         "job": spec.name,
         "method": spec.method.name,
@@ -243,7 +249,7 @@ def run_job(
         first_rows = min((m.rows for m in finalizer.new), default=0)
         steady_s, steady_rows = wall - first_s, rows_written - first_rows
         run["steady_rows_per_s"] = steady_rows / steady_s if steady_s > 0 and steady_rows > 0 else None
-    report = build_report(table, spec.label_names, run) if spec.eval.enabled else {}
+    report = build_report(table, spec.label_names, run) if spec.eval.enabled and table is not None else {}
     files: list[str] = []
     if spec.eval.enabled and write_report:
         files = writers.write_report(report, output, storage, writers.report_title(spec.name))
