@@ -312,6 +312,7 @@ class DroppingEngine:
     def __init__(self, inner, drop_id: str):
         self.inner, self.drop_id = inner, drop_id
         self.formats, self.can_score = inner.formats, inner.can_score
+        self.usage = inner.usage  # the real engine counts the tokens spent
         self.group_sizes: list[int] = []
 
     def clip(self, texts, max_tokens):
