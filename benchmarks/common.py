@@ -24,6 +24,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 R8_TEST = ROOT / "data" / "reuters_r8" / "test.parquet"
 R8_TRAIN = ROOT / "data" / "reuters_r8" / "train.parquet"
 R8_LABELS = ["earn", "acq", "crude", "trade", "money-fx", "interest", "ship", "grain"]
+#: R8's labels with the descriptions the shipped LLM jobs use (jobs/reuters_prompt_vllm.yaml)
+R8_LABEL_SPECS = [
+    {"name": "earn", "description": "Corporate earnings, profits, dividends"},
+    {"name": "acq", "description": "Mergers, acquisitions, stake purchases"},
+    {"name": "crude", "description": "Crude oil markets and production"},
+    {"name": "trade", "description": "International trade, tariffs, trade balances"},
+    {"name": "money-fx", "description": "Currency and money markets"},
+    {"name": "interest", "description": "Interest rates and central bank rate moves"},
+    {"name": "ship", "description": "Shipping, ports, vessels"},
+    {"name": "grain", "description": "Grain and agricultural commodities"},
+]
 MIB = 1024 * 1024
 
 

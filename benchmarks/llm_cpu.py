@@ -17,24 +17,19 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import R8_LABEL_SPECS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = [
-    {"name": "earn", "description": "Corporate earnings, profits, dividends"},
-    {"name": "acq", "description": "Mergers, acquisitions, stake purchases"},
-    {"name": "crude", "description": "Crude oil markets and production"},
-    {"name": "trade", "description": "International trade, tariffs, trade balances"},
-    {"name": "money-fx", "description": "Currency and money markets"},
-    {"name": "interest", "description": "Interest rates and central bank rate moves"},
-    {"name": "ship", "description": "Shipping, ports, vessels"},
-    {"name": "grain", "description": "Grain and agricultural commodities"},
-]
+LABELS = R8_LABEL_SPECS
 NAMES = [label["name"] for label in LABELS]
 
 CONFIGS = {

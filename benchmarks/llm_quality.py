@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, machine, machine_markdown, md_table, write_results  # noqa: E402
+from common import R8_LABEL_SPECS, RESULTS, machine, machine_markdown, md_table, write_results  # noqa: E402
 from llm_quality_metrics import calibration_metrics, interval, per_class  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,16 +36,7 @@ CORPORA = {
     "r8": {
         "test": ROOT / "data" / "reuters_r8" / "test.parquet",
         "pool": ROOT / "data" / "reuters_r8" / "train.parquet",
-        "labels": [
-            {"name": "earn", "description": "Corporate earnings, profits, dividends"},
-            {"name": "acq", "description": "Mergers, acquisitions, stake purchases"},
-            {"name": "crude", "description": "Crude oil markets and production"},
-            {"name": "trade", "description": "International trade, tariffs, trade balances"},
-            {"name": "money-fx", "description": "Currency and money markets"},
-            {"name": "interest", "description": "Interest rates and central bank rate moves"},
-            {"name": "ship", "description": "Shipping, ports, vessels"},
-            {"name": "grain", "description": "Grain and agricultural commodities"},
-        ],
+        "labels": R8_LABEL_SPECS,
         "max_article_tokens": 128,
         "k": 8,
     },
@@ -242,7 +232,6 @@ def scored(labels: list, confidence: list, golds: list[str], names: list[str]) -
 
 def run_embed(corpus: str, texts, golds, pool: Path) -> dict:
     """Reference: MiniLM embeddings + logistic regression trained on the pool (the `embed` method's model)."""
-    import numpy as np
     import pyarrow.parquet as pq
     from sklearn.linear_model import LogisticRegression
 
