@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchlabel.config.cascade import chain_fingerprint
-from batchlabel.run.blocks import INTERNAL, with_internal_columns
+from batchlabel.run.blocks import INTERNAL, label_in_slices, with_internal_columns
 
 LABELED_BY = "labeled_by"
 
@@ -54,11 +54,6 @@ class StageLabeler:
         self.fingerprint = getattr(self.actor.labeler, "fingerprint", "")
         self.internal, self.index, self.count, self.below, self.keep_text = internal, index, count, below, keep_text
 
-    def _label(self, rows: pa.Table) -> pa.Table:
-        starts = range(0, rows.num_rows, self.batch_size) or [0]  # an empty block still gets the output columns
-        parts = [self.actor(rows.slice(start, self.batch_size)) for start in starts]
-        return pa.concat_tables(parts, promote_options="permissive")
-
     def __call__(self, block: pa.Table) -> pa.Table:
         if self.index == 0:
             out, previous = self._first(block), None
@@ -78,7 +73,7 @@ class StageLabeler:
         n = block.num_rows
         if not self.internal:
             block = with_internal_columns(block)
-        out = self._label(block)
+        out = label_in_slices(self.actor, block, self.batch_size)
         if self.internal:
             out = out.append_column("_shard_rows", block.column("_shard_rows"))
         return out.append_column(LABELED_BY, pa.array(np.ones(n, dtype=np.int16)))
@@ -88,7 +83,8 @@ class StageLabeler:
         if not len(picked):
             return block
         rows = block.take(picked)
-        new = self._label(rows.select([c for c in rows.column_names if c not in ("labeled_by", "_shard_rows")]))
+        inputs = rows.select([c for c in rows.column_names if c not in ("labeled_by", "_shard_rows")])
+        new = label_in_slices(self.actor, inputs, self.batch_size)
         if "_shard_rows" in block.column_names:
             new = new.append_column("_shard_rows", rows.column("_shard_rows"))
         new = new.append_column(LABELED_BY, pa.array(np.full(len(picked), self.index + 1, dtype=np.int16)))

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from batchlabel.config import JobSpec, parse_job
-from batchlabel.run.blocks import INTERNAL, with_internal_columns
+from batchlabel.run.blocks import INTERNAL, label_in_slices, shard_runs, with_internal_columns
 
 
 def as_job(spec: JobSpec | dict[str, Any]) -> JobSpec:
@@ -48,28 +46,13 @@ class BlockLabeler:
         self.internal = internal
 
     def __call__(self, block: pa.Table) -> Iterator[pa.Table]:
-        n = block.num_rows
         if not self.internal:
             block = with_internal_columns(block)
-        parts = [self.actor(block.slice(start, self.batch_size)) for start in range(0, n, self.batch_size)]
-        out = pa.concat_tables(parts, promote_options="permissive")
+        out = label_in_slices(self.actor, block, self.batch_size)
         if self.internal:
             yield from shard_runs(out.append_column("_shard_rows", block.column("_shard_rows")))
         else:
             yield out.drop_columns(INTERNAL)
-
-
-def shard_runs(table: pa.Table) -> Iterator[pa.Table]:
-    """``table`` cut where ``_shard`` changes: one output per shard, so Ray's block shaping joins whole shards
-    and cuts none (docs/design.md, "Data path: writes on the workers, duplicate ids")."""
-    keys = table.column("_shard").combine_chunks()
-    if len(keys) < 2:
-        yield table
-        return
-    changes = np.flatnonzero(pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False))
-    bounds = [0, *(changes + 1).tolist(), len(keys)]
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        yield table.slice(start, stop - start)
 
 
 def label_dataset(ds, spec: JobSpec | dict[str, Any], *, internal: bool = False):
