@@ -1,14 +1,16 @@
-"""Cascades on Reuters R8 test: each stage alone vs the cascade at several thresholds.
+"""Cascades on Reuters R8 test and the VADER tweets: each stage alone vs the cascade at several thresholds.
 
     flock /work/cpu.lock python benchmarks/cascade.py --step stages   # heads trained, both encoders label test
     flock /work/cpu.lock python benchmarks/cascade.py --step llm      # the LLM labels the uncertain rows
     python benchmarks/cascade.py --step report                        # curves, JSON + MD into results/
+    ... --corpus tweets --name cascade_tweets                         # the same on tweets (cascade_setup.py)
+    ... --step llm --llm qwen_fewshot_stratified                      # Qwen2.5-Coder-1.5B as the expensive stage
     python benchmarks/cascade.py --smoke                              # tiny, all steps (tests)
 
 Stages, each run alone in this process (no Ray: the labeler's own cost) on the same rows, labels and
 confidences kept per row: (A) static embedding (model2vec distilled from MiniLM, backend static) + linear head,
-(B) MiniLM + linear head (both heads trained on R8 train), (C) SmolLM2-135M-Instruct label scoring, calibrated
-(jobs/reuters_score_hf.yaml; the only local LLM fast enough on 2 cores).
+(B) MiniLM + linear head (both heads trained on the corpus's train split), (C) an LLM (--llm, cascade_setup.py):
+SmolLM2-135M-Instruct calibrated label scoring, or Qwen2.5-Coder-1.5B-Instruct prompted few-shot on vLLM.
 A cascade's output is a per-row function of its stages' outputs (stage 1's label where its confidence >= t,
 else stage 2's), so every threshold is evaluated from the same per-row outputs; --step check runs the real
 `method: cascade` (Ray, one actor pool per stage) on a prefix and counts disagreements with that simulation.
@@ -25,16 +27,17 @@ import json
 import resource
 import sys
 import time
+import os
 from pathlib import Path
 
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 import numpy as np
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (
-    R8_LABELS,
-    R8_TEST,
-    R8_TRAIN,
+from cascade_setup import LLM_PRESETS, corpus_paths, labels, llm_method  # noqa: E402
+from common import (  # noqa: E402
     machine,
     machine_markdown,
     md_table,
@@ -42,8 +45,7 @@ from common import (
 )
 
 WORK = Path("/tmp/batchlabel_cascade_bench")
-SCORE = {"name": "score", "engine": {"name": "hf", "model": "models/smollm2-135m", "max_article_tokens": 256,
-                                     "batch_size": 8}, "variant": "full", "calibrate": True}
+CORPUS = "r8"
 
 
 MAX_LENGTH = 256
@@ -57,10 +59,11 @@ def embed(backend: str, head: str, max_length: int | None = None) -> dict:
     return {"name": "embed", "backend": backend, "max_length": max_length or MAX_LENGTH, "head": head}
 
 
-def job(method: dict, train_rows: str | None = None, head: str | None = None) -> object:
+def job(method: dict, train_rows: str | None = None, head: str | None = None, described: bool = False) -> object:
     from batchlabel.config import parse_job
 
-    raw = {"name": "bench", "input": {"path": str(R8_TEST), "gold_column": "label"}, "labels": R8_LABELS,
+    test, _ = corpus_paths(CORPUS, WORK)
+    raw = {"name": "bench", "input": {"path": str(test), "gold_column": "label"}, "labels": labels(CORPUS, described),
            "method": method, "output": {"path": str(WORK / "unused")}}
     if train_rows:
         raw["method"] = {k: v for k, v in method.items() if k != "head"}
@@ -93,13 +96,14 @@ def label(method: dict, texts: list[str], chunk: int = 64) -> dict:
 
 
 def rows(limit: int | None, train_limit: int | None) -> tuple[list, list, list, str]:
-    test = pq.read_table(R8_TEST)
+    test_path, train = corpus_paths(CORPUS, WORK)
+    test = pq.read_table(test_path)
     if limit:
         test = test.slice(0, limit)
-    train_path = str(R8_TRAIN)
+    train_path = str(train)
     if train_limit:
         train_path = str(WORK / "train_small.parquet")
-        pq.write_table(pq.read_table(R8_TRAIN).slice(0, train_limit), train_path)
+        pq.write_table(pq.read_table(train).slice(0, train_limit), train_path)
     return test.column("id").to_pylist(), test.column("text").to_pylist(), test.column("label").to_pylist(), train_path
 
 
@@ -126,8 +130,8 @@ def step_llm(args) -> None:
     from batchlabel.methods import build_labeler
 
     data = json.loads((WORK / "stages.json").read_text())
-    _, texts, _, _ = rows(args.limit, args.train_limit)
-    path = WORK / "llm.json"
+    _, texts, _, train_path = rows(args.limit, args.train_limit)
+    path = WORK / f"llm_{args.llm}.json"
     conf = np.nan_to_num(np.array(data["stages"]["minilm"]["confidence"]), nan=-1.0)
     sample = np.random.default_rng(0).choice(len(texts), size=min(args.llm_sample, len(texts)), replace=False)
     order = [int(i) for i in sample] + [int(i) for i in np.argsort(conf, kind="mergesort")[: args.llm_rows]]
@@ -135,7 +139,7 @@ def step_llm(args) -> None:
         "labels": {}, "cpu_s": 0.0, "tokens": 0, "sample": sorted(int(i) for i in sample), "load_s": None}
     todo = [i for i in dict.fromkeys(order) if str(i) not in state["labels"]]
     started = time.monotonic()
-    labeler = build_labeler(job(SCORE))
+    labeler = build_labeler(job(llm_method(args.llm, CORPUS, Path(train_path)), described=True))
     state["load_s"] = state["load_s"] or time.monotonic() - started
     for start in range(0, len(todo), 8):
         if time.monotonic() - started > args.max_seconds:
@@ -147,7 +151,7 @@ def step_llm(args) -> None:
         state["tokens"] += sum(out.tokens.prompt) + sum(out.tokens.output) if out.tokens else 0
         state["labels"].update({str(i): lab for i, lab in zip(chunk, out.labels)})
         path.write_text(json.dumps(state))
-        print(f"llm: {len(state['labels'])} rows, {state['cpu_s']:.0f} CPU s", flush=True)
+        print(f"{args.llm}: {len(state['labels'])} rows, {state['cpu_s']:.0f} CPU s", flush=True)
 
 
 def step_check(args) -> None:
@@ -167,8 +171,9 @@ def step_check(args) -> None:
              ((backend1, length1), (backend2, length2))]
     stages = [{"method": embed(backend1, heads[0], length1), "min_confidence": below},
               {"method": embed(backend2, heads[1], length2)}]
-    raw = {"name": "cascade-check", "input": {"path": str(R8_TEST), "gold_column": "label", "limit": n},
-           "labels": R8_LABELS, "method": {"name": "cascade", "stages": stages},
+    raw = {"name": "cascade-check", "input": {"path": str(corpus_paths(CORPUS, WORK)[0]), "gold_column": "label",
+                                              "limit": n},
+           "labels": labels(CORPUS), "method": {"name": "cascade", "stages": stages},
            "runtime": {"actors": 1, "batch_size": 32}, "output": {"path": str(WORK / "check_out"), "shard_rows": 500}}
     run_job(parse_job(raw), restart=True, progress=False)
     table = read_committed(str(WORK / "check_out"), StorageSettings())
@@ -223,24 +228,28 @@ def step_report(args) -> None:
     per = {k: {"accuracy": float(np.mean(np.array(v["labels"], dtype=object) == np.array(gold, dtype=object))),
                "rows": v["rows"], "cpu_s_per_1000": 1000 * v["cpu_s"] / v["rows"], "load_s": v["load_s"],
                "tokens_per_1000": 0.0} for k, v in stages.items()}
-    result = {"machine": data["machine"], "rows": n, "max_length": data.get("max_length"), "train_rows": data.get("train_rows"),
+    result = {"corpus": CORPUS, "machine": data["machine"], "rows": n, "max_length": data.get("max_length"), "train_rows": data.get("train_rows"),
               "stages_alone": per, "cascades": {}}
     (cheap, *_), (strong, *_) = STAGES
     result["cascades"][f"{cheap} -> {strong}"] = cascade_rows(
         gold, stages[cheap], stages[strong]["labels"], np.ones(n, bool), per[cheap]["cpu_s_per_1000"] / 1000,
         per[strong]["cpu_s_per_1000"] / 1000, 0, thresholds(stages[cheap], gold))
-    llm_path = WORK / "llm.json"
-    if llm_path.exists():
+    for preset in LLM_PRESETS:
+        llm_path = WORK / f"llm_{preset}.json"
+        if not llm_path.exists():
+            continue
         llm = json.loads(llm_path.read_text())
         labels2 = [llm["labels"].get(str(i)) for i in range(n)]
         known = np.array([str(i) in llm["labels"] for i in range(n)])
         sample = [i for i in llm["sample"] if known[i]]
         per_row_cpu, per_row_tokens = llm["cpu_s"] / len(llm["labels"]), llm["tokens"] / len(llm["labels"])
-        per["smollm2_score"] = {
+        per[preset] = {
             "accuracy": float(np.mean([labels2[i] == gold[i] for i in sample])), "rows": len(sample),
             "accuracy_on": f"random sample of {len(sample)} rows", "cpu_s_per_1000": 1000 * per_row_cpu,
-            "load_s": llm["load_s"], "tokens_per_1000": 1000 * per_row_tokens, "rows_labeled": len(llm["labels"])}
-        result["cascades"]["minilm -> smollm2_score"] = cascade_rows(
+            "load_s": llm["load_s"], "tokens_per_1000": 1000 * per_row_tokens, "rows_labeled": len(llm["labels"]),
+            # the LLM's accuracy on the rows MiniLM is least sure of (what a cascade sends it), vs MiniLM's there
+            "on_escalated": escalated_accuracy(gold, stages["minilm"], labels2, known)}
+        result["cascades"][f"minilm -> {preset}"] = cascade_rows(
             gold, stages["minilm"], labels2, known, per["minilm"]["cpu_s_per_1000"] / 1000, per_row_cpu, per_row_tokens,
             thresholds(stages["minilm"], gold))
     if (WORK / "check.json").exists():
@@ -248,6 +257,14 @@ def step_report(args) -> None:
     result["target"] = target_check(result)
     write_results(args.name, result, markdown(result), Path(args.out) if args.out else None)
     print(markdown(result))
+
+
+def escalated_accuracy(gold: list, first: dict, labels2: list, known: np.ndarray) -> dict:
+    """On the lowest-confidence 20% of stage 1's rows (those the LLM labeled): stage 1's and the LLM's accuracy."""
+    conf = np.nan_to_num(np.array(first["confidence"]), nan=-1.0)
+    low = [int(i) for i in np.argsort(conf, kind="mergesort")[: int(0.2 * len(gold))] if known[i]]
+    return {"rows": len(low), "first_stage": float(np.mean([first["labels"][i] == gold[i] for i in low])) if low else None,
+            "llm": float(np.mean([labels2[i] == gold[i] for i in low])) if low else None}
 
 
 def target_check(result: dict) -> dict:
@@ -268,12 +285,18 @@ def target_check(result: dict) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = ["# Cascades on Reuters R8 test", "", machine_markdown(result["machine"]), "",
-             (f"Rows: {result['rows']} (R8 test, first rows); heads trained on {result['train_rows']} R8 train rows; "
+    corpus = {"r8": "Reuters R8 test", "tweets": "VADER tweets (fixed 1-in-5 test split)"}[result["corpus"]]
+    lines = [f"# Cascades on {corpus}", "", machine_markdown(result["machine"]), "",
+             (f"Rows: {result['rows']} ({corpus}, first rows); heads trained on {result['train_rows']} train rows; "
              f"encoders at max_length {result['max_length']}. Stages alone:"), ""]
     lines.append(md_table(["stage", "accuracy", "on rows", "CPU s / 1,000 articles", "tokens / 1,000", "load s"], [
         [k, v["accuracy"], v.get("accuracy_on", v["rows"]), v["cpu_s_per_1000"], v["tokens_per_1000"], v["load_s"]]
         for k, v in result["stages_alone"].items()]))
+    for name, stage in result["stages_alone"].items():
+        if stage.get("on_escalated", {}).get("rows"):
+            low = stage["on_escalated"]
+            lines += ["", f"On the {low['rows']} rows with minilm's lowest confidence (the 20% a cascade would escalate): "
+                      f"minilm {low['first_stage']:.3f}, {name} {low['llm']:.3f} accuracy."]
     for name, curve in result["cascades"].items():
         lines += ["", f"## {name}", "", md_table(
             ["min_confidence", "share escalated", "accuracy", "CPU s / 1,000", "tokens / 1,000"],
@@ -300,8 +323,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--step", choices=["stages", "llm", "check", "report", "all"], default="all")
     parser.add_argument("--smoke", action="store_true", help="60 test rows, 200 train rows, no LLM")
-    parser.add_argument("--limit", type=int, default=None, help="first N rows of R8 test")
-    parser.add_argument("--train-limit", type=int, default=None, help="first N rows of R8 train for the heads")
+    parser.add_argument("--corpus", choices=["r8", "tweets"], default="r8")
+    parser.add_argument("--llm", choices=LLM_PRESETS, default="smollm2_score", help="--step llm: the expensive stage")
+    parser.add_argument("--limit", type=int, default=None, help="first N rows of the test split")
+    parser.add_argument("--train-limit", type=int, default=None, help="first N rows of the train split for the heads")
     parser.add_argument("--llm-rows", type=int, default=300, help="lowest-confidence MiniLM rows the LLM labels")
     parser.add_argument("--llm-sample", type=int, default=100, help="random rows for the LLM's accuracy alone")
     parser.add_argument("--check-rows", type=int, default=200, help="--step check: rows of the real cascade run")
@@ -309,10 +334,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256, help="encoder tokens per article (both heads)")
     parser.add_argument("--name", default="cascade")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--work", default=None)
+    parser.add_argument("--work", default=None, help="work directory (default /tmp/batchlabel_cascade_bench/<corpus>)")
     args = parser.parse_args()
-    global WORK, MAX_LENGTH, STAGES
-    WORK = Path(args.work) if args.work else WORK
+    global WORK, MAX_LENGTH, STAGES, CORPUS
+    CORPUS = args.corpus
+    WORK = Path(args.work) if args.work else WORK / args.corpus
     if args.smoke:
         args.limit, args.train_limit, args.name = args.limit or 40, args.train_limit or 100, "cascade_smoke"
         args.step, args.max_length, STAGES = "smoke", 64, SMOKE_STAGES

@@ -35,6 +35,27 @@ R8_LABEL_SPECS = [
     {"name": "ship", "description": "Shipping, ports, vessels"},
     {"name": "grain", "description": "Grain and agricultural commodities"},
 ]
+# The same labels described the way Reuters used them (written from the category definitions and a look at the
+# train split, never the test split): terse earnings tables are `earn`, currency accords are `money-fx`, attacks
+# on Gulf shipping are `ship`. llm_quality.py measures both sets (configs ending in `_short` use the one above).
+R8_LABEL_SPECS_DETAILED = [
+    {"name": "earn", "description": "Company results and payouts: quarterly or annual earnings reports (often terse "
+     "tables such as 'qtr net shr cts vs cts, revs mln vs mln'), profit or loss forecasts, dividends"},
+    {"name": "acq", "description": "Mergers and acquisitions: takeover bids, buying or selling a company, unit or "
+     "stake, tender offers, merger agreements"},
+    {"name": "crude", "description": "Crude oil: oil prices, OPEC output and quotas, oil production and reserves, "
+     "refineries, oil exploration"},
+    {"name": "trade", "description": "International trade: exports and imports, trade deficits and surpluses, tariffs, "
+     "trade disputes and talks between countries"},
+    {"name": "money-fx", "description": "Foreign exchange and money markets: exchange rates, dollar/yen/mark moves, "
+     "central bank intervention or operations in currency and money markets, G7 / Louvre / Paris currency accords"},
+    {"name": "interest", "description": "Interest rates: prime, base and lending rates, central bank discount rate "
+     "cuts or rises, the rate outlook"},
+    {"name": "ship", "description": "Shipping: ships, tankers and ferries, ports and canals, dock and seamen strikes, "
+     "attacks on shipping in the Gulf, freight"},
+    {"name": "grain", "description": "Grain and farm commodities: wheat, corn, rice, cereals, crops, farm policy, "
+     "grain export deals and tenders"},
+]
 MIB = 1024 * 1024
 
 

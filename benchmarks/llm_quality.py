@@ -28,7 +28,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import R8_LABEL_SPECS, RESULTS, machine, machine_markdown, md_table, write_results  # noqa: E402
+from common import R8_LABEL_SPECS, R8_LABEL_SPECS_DETAILED, RESULTS, machine, machine_markdown, md_table, write_results  # noqa: E402
 from llm_quality_metrics import calibration_metrics, interval, per_class  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,8 @@ CORPORA = {
     "r8": {
         "test": ROOT / "data" / "reuters_r8" / "test.parquet",
         "pool": ROOT / "data" / "reuters_r8" / "train.parquet",
-        "labels": R8_LABEL_SPECS,
+        "labels": R8_LABEL_SPECS_DETAILED,
+        "labels_short": R8_LABEL_SPECS,
         "max_article_tokens": 128,
         "k": 8,
     },
@@ -53,6 +54,7 @@ CORPORA = {
     },
 }
 # in priority order (the order a time-boxed run should take them)
+# (`<config>_short`: the same with the corpus's one-line label descriptions, where it has them)
 CONFIGS = {
     "prompt_n1": ("vllm", {"name": "prompt"}),
     "prompt_n8": ("vllm", {"name": "prompt", "items_per_prompt": 8, "max_retries": 1}),
@@ -95,7 +97,15 @@ def sample(corpus: str, rows: int, out: Path) -> tuple[list[str], list[str], Pat
     return [texts[i] for i in picked], [golds[i] for i in picked], pool
 
 
-def build_labeler(corpus: str, method: dict, engine_spec: dict, pool: Path, engine):
+def config_parts(corpus: str, config: str) -> tuple[str, dict, list[dict]]:
+    """(engine kind, method, labels) of a configuration name; a `_short` suffix picks the short descriptions."""
+    info = CORPORA[corpus]
+    base = config.removesuffix("_short")
+    kind, method = CONFIGS[base]
+    return kind, method, info["labels_short"] if base != config else info["labels"]
+
+
+def build_labeler(corpus: str, method: dict, labels: list[dict], engine_spec: dict, pool: Path, engine):
     from batchlabel.config import parse_job
     from batchlabel.methods.prompt import PromptLabeler
     from batchlabel.methods.score import ScoreLabeler
@@ -104,7 +114,7 @@ def build_labeler(corpus: str, method: dict, engine_spec: dict, pool: Path, engi
     method = json.loads(json.dumps(method))
     if "few_shot" in method:
         method["few_shot"] = {"k": info["k"], "max_example_tokens": 64, "source": {"path": str(pool)}, **method["few_shot"]}
-    spec = parse_job({"input": {"path": "unused"}, "labels": info["labels"], "method": {**method, "engine": engine_spec},
+    spec = parse_job({"input": {"path": "unused"}, "labels": labels, "method": {**method, "engine": engine_spec},
                       "output": {"path": "unused"}})
     return (PromptLabeler if method["name"] == "prompt" else ScoreLabeler)(spec, engine=engine)
 
@@ -141,13 +151,14 @@ class Partial:
 
 def run_llm(corpus: str, config: str, model: str, texts, golds, pool: Path, batch: int, prompt_engine: str,
             work: Path) -> dict:
-    kind, method = CONFIGS[config]
+    kind, method, labels_spec = config_parts(corpus, config)
     kind = prompt_engine if kind == "vllm" else kind
     engine_spec, engine, load_s = engine_for(kind, model, corpus)
-    labeler = build_labeler(corpus, method, engine_spec, pool, engine)
+    labeler = build_labeler(corpus, method, labels_spec, engine_spec, pool, engine)
     names = labeler.names
     if method["name"] == "score":
-        rows = run_score(labeler, engine, engine_spec, texts, golds, batch, Partial(work / f"{corpus}_{config}.partial.json"))
+        rows = run_score(labeler, engine, engine_spec, texts, golds, batch, Partial(work / f"{corpus}_{config}.partial.json"),
+                         config.removeprefix("score"))
         labeler.close()
         return {k: {**v, "load_s": round(load_s, 1)} for k, v in rows.items()}
     partial = Partial(work / f"{corpus}_{config}.partial.json")
@@ -173,7 +184,7 @@ def run_llm(corpus: str, config: str, model: str, texts, golds, pool: Path, batc
     return rows
 
 
-def run_score(labeler, engine, engine_spec: dict, texts, golds, batch: int, partial: Partial) -> dict:
+def run_score(labeler, engine, engine_spec: dict, texts, golds, batch: int, partial: Partial, tag: str) -> dict:
     """One hf pass gives every score variant (engine.score_variants); calibration as ScoreLabeler does it:
     subtract the mean content-free log-probabilities, renormalise."""
     import numpy as np
@@ -205,7 +216,7 @@ def run_score(labeler, engine, engine_spec: dict, texts, golds, batch: int, part
         cal = log_normalize(raw - log_normalize(free[variant]).mean(axis=0))
         for suffix, logp in (("raw", raw), ("calibrated", cal)):
             probs = np.exp(logp)
-            rows[f"score_{variant}_{suffix}"] = {
+            rows[f"score_{variant}_{suffix}{tag}"] = {
                 "engine": "hf (one pass for all six score rows)", "wall_s": wall, "articles_per_s": len(texts) / wall,
                 "prompt_tokens_per_article": tokens, "output_tokens_per_article": 0.0, "splits": 0, "reasks": 0,
                 **scored([names[i] for i in probs.argmax(1)], probs.max(1).tolist(), golds, names)}
@@ -257,7 +268,7 @@ def run_embed(corpus: str, texts, golds, pool: Path) -> dict:
 def report(out: Path, results_dir: Path, name: str) -> None:
     order = {name: i for i, name in enumerate(CONFIGS)}
     rows = [json.loads(p.read_text()) for p in out.glob("*.json")]
-    rows.sort(key=lambda r: (r["corpus"], order.get("score" if r["config"].startswith("score_") else r["config"].split(" ")[0], 99),
+    rows.sort(key=lambda r: (r["corpus"], order.get("score" if r["config"].startswith("score_") else r["config"].split(" ")[0].removesuffix("_short"), 99),
                              r["config"]))
     result = {"configs": rows, "machine": machine()}
     lines = ["# LLM label quality on CPU", "", machine_markdown(result["machine"]), "",
