@@ -19,7 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchlabel.config.cascade import chain_fingerprint
-from batchlabel.run.blocks import INTERNAL, label_in_slices, with_internal_columns
+from typing import Iterator
+
+from batchlabel.run.blocks import INTERNAL, label_in_slices, shard_runs, with_internal_columns
 
 LABELED_BY = "labeled_by"
 
@@ -42,7 +44,9 @@ class StageLabeler:
     """Ray Data actor of cascade stage ``index`` (0-based) of ``count``; a whole block per call.
 
     ``below``: the previous stage's min_confidence (None for stage 1). ``keep_text``: the job's
-    output.keep_text (applied by the last stage). ``internal``: as ``run.label_dataset.BlockLabeler``.
+    output.keep_text (applied by the last stage). ``internal``: as ``run.label_dataset.BlockLabeler``; the
+    last stage then cuts its output where the shard changes, as BlockLabeler does, so the writer gets whole
+    shards (not pieces to merge).
     """
 
     def __init__(self, stage_json: str, threads: int, internal: bool, index: int, count: int, below: float | None,
@@ -54,7 +58,15 @@ class StageLabeler:
         self.fingerprint = getattr(self.actor.labeler, "fingerprint", "")
         self.internal, self.index, self.count, self.below, self.keep_text = internal, index, count, below, keep_text
 
-    def __call__(self, block: pa.Table) -> pa.Table:
+    def __call__(self, block: pa.Table) -> Iterator[pa.Table]:
+        out = self.label_block(block)
+        if self.internal and self.index == self.count - 1:
+            yield from shard_runs(out)
+        else:
+            yield out
+
+    def label_block(self, block: pa.Table) -> pa.Table:
+        """This stage's output for one block, rows in order."""
         if self.index == 0:
             out, previous = self._first(block), None
         else:
