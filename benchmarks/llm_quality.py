@@ -28,8 +28,8 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import R8_LABEL_SPECS, R8_LABEL_SPECS_DETAILED, RESULTS, machine, machine_markdown, md_table, write_results  # noqa: E402
-from llm_quality_metrics import calibration_metrics, interval, per_class  # noqa: E402
+from common import R8_LABEL_SPECS, R8_LABEL_SPECS_DETAILED, RESULTS  # noqa: E402
+from llm_quality_metrics import scored  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = {
@@ -150,16 +150,19 @@ class Partial:
 
 
 def run_llm(corpus: str, config: str, model: str, texts, golds, pool: Path, batch: int, prompt_engine: str,
-            work: Path) -> dict:
+            work: Path, engines: dict) -> dict:
+    """One configuration; ``engines`` holds the engines loaded so far in this process (one model load per engine
+    kind for all the configurations of a call: loading the 1.5B fp32 weights takes ~2 min here)."""
     kind, method, labels_spec = config_parts(corpus, config)
     kind = prompt_engine if kind == "vllm" else kind
-    engine_spec, engine, load_s = engine_for(kind, model, corpus)
+    if kind not in engines:
+        engines[kind] = engine_for(kind, model, corpus)
+    engine_spec, engine, load_s = engines[kind]
     labeler = build_labeler(corpus, method, labels_spec, engine_spec, pool, engine)
     names = labeler.names
     if method["name"] == "score":
         rows = run_score(labeler, engine, engine_spec, texts, golds, batch, Partial(work / f"{corpus}_{config}.partial.json"),
                          config.removeprefix("score"))
-        labeler.close()
         return {k: {**v, "load_s": round(load_s, 1)} for k, v in rows.items()}
     partial = Partial(work / f"{corpus}_{config}.partial.json")
     labels, confidence, wall = partial.state.get("labels", []), partial.state.get("confidence", []), partial.state.get("wall", 0.0)
@@ -179,9 +182,7 @@ def run_llm(corpus: str, config: str, model: str, texts, golds, pool: Path, batc
            "articles_per_s": len(texts) / wall, "prompt_tokens_per_article": summary["prompt_tokens_per_article"],
            "output_tokens_per_article": summary["output_tokens_per_article"], "splits": summary["splits"],
            "reasks": summary["reasks"]}
-    rows = {config: {**row, **scored(labels, confidence, golds, names)}}
-    labeler.close()
-    return rows
+    return {config: {**row, **scored(labels, confidence, golds, names)}}
 
 
 def run_score(labeler, engine, engine_spec: dict, texts, golds, batch: int, partial: Partial, tag: str) -> dict:
@@ -223,24 +224,6 @@ def run_score(labeler, engine, engine_spec: dict, texts, golds, batch: int, part
     return rows
 
 
-def scored(labels: list, confidence: list, golds: list[str], names: list[str]) -> dict:
-    from sklearn.metrics import f1_score
-
-    shown = [p or "<error>" for p in labels]
-    correct = [p == g for p, g in zip(shown, golds)]
-    acc = sum(correct) / len(golds)
-    low, high = interval(sum(correct), len(golds))
-    return {
-        "rows": len(golds),
-        "accuracy": acc,
-        "accuracy_95": [low, high],
-        "macro_f1": f1_score(golds, shown, labels=names, average="macro", zero_division=0),
-        "error_rows": sum(p is None for p in labels),
-        **calibration_metrics([c if c is not None else 0.0 for c in confidence], correct),
-        "per_class": per_class(golds, shown, names),
-    }
-
-
 def run_embed(corpus: str, texts, golds, pool: Path) -> dict:
     """Reference: MiniLM embeddings + logistic regression trained on the pool (the `embed` method's model)."""
     import pyarrow.parquet as pq
@@ -263,33 +246,6 @@ def run_embed(corpus: str, texts, golds, pool: Path) -> dict:
                            "articles_per_s": len(texts) / wall, "train_rows": len(train),
                            "prompt_tokens_per_article": 0.0, "output_tokens_per_article": 0.0, "splits": 0, "reasks": 0,
                            **scored(labels, probs.max(1).tolist(), golds, names)}}
-
-
-def report(out: Path, results_dir: Path, name: str) -> None:
-    order = {name: i for i, name in enumerate(CONFIGS)}
-    rows = [json.loads(p.read_text()) for p in out.glob("*.json")]
-    rows.sort(key=lambda r: (r["corpus"], order.get("score" if r["config"].startswith("score_") else r["config"].split(" ")[0].removesuffix("_short"), 99),
-                             r["config"]))
-    result = {"configs": rows, "machine": machine()}
-    lines = ["# LLM label quality on CPU", "", machine_markdown(result["machine"]), "",
-             "Each row: fixed stratified sample, labelers driven directly (no Ray); accuracy with a 95% Wilson "
-             "interval; confidence quality as ECE (15 bins) and AUROC (correct vs confidence). `load` = load average "
-             "(1 min) at the start and end of that row's measurement.", ""]
-    for corpus in CORPORA:
-        mine = [r for r in rows if r["corpus"] == corpus]
-        if not mine:
-            continue
-        lines += [f"## {corpus} ({mine[0]['model']}, {mine[0]['rows']} rows)", ""]
-        table = []
-        for r in mine:
-            lo, hi = r["accuracy_95"]
-            table.append([r["config"], r["engine"], f"{r['accuracy']:.3f} [{lo:.2f}, {hi:.2f}]", r["macro_f1"],
-                          r["error_rows"], r["reasks"], (round(r["prompt_tokens_per_article"]) if r["prompt_tokens_per_article"] == r["prompt_tokens_per_article"] else "n/a"),
-                          round(r["output_tokens_per_article"], 1), r["articles_per_s"], r["ece"], r["auroc"],
-                          f"{r['load'][0]:.1f}/{r['load'][1]:.1f}"])
-        lines += [md_table(["labeler", "engine", "accuracy [95%]", "macro-F1", "error rows", "re-asks",
-                            "prompt tok/article", "output tok/article", "articles/s", "ECE", "AUROC", "load"], table), ""]
-    write_results(name, result, "\n".join(lines), results_dir)
 
 
 def main() -> int:
@@ -322,6 +278,7 @@ def main() -> int:
         torch.set_num_threads(os.cpu_count() or 1)
         Partial.deadline = time.monotonic() + args.max_seconds
         texts, golds, pool = sample(args.corpus, args.rows, work)
+        engines: dict = {}
         for config in [c for c in args.configs.split(",") if c]:
             cache = work / f"{args.corpus}_{config}.json"
             if cache.exists() and not args.force:
@@ -331,7 +288,8 @@ def main() -> int:
             if config == "embed_head":
                 rows = run_embed(args.corpus, texts, golds, pool)
             else:
-                rows = run_llm(args.corpus, config, args.model, texts, golds, pool, args.batch, args.prompt_engine, work)
+                rows = run_llm(args.corpus, config, args.model, texts, golds, pool, args.batch, args.prompt_engine, work,
+                               engines)
                 if not rows:
                     print(f"{config}: out of time, progress kept for the next call", flush=True)
                     continue
@@ -340,73 +298,15 @@ def main() -> int:
                 row.update(config=key, corpus=args.corpus, model=Path(args.model).name, load=load)
                 print(json.dumps({k: v for k, v in row.items() if k != "per_class"}), flush=True)
             cache.write_text(json.dumps(list(rows.values()), indent=1))
+        for _, engine, _ in engines.values():
+            engine.close()
+    from llm_quality_report import partial_rows, report, report_rows
+
     if args.report:
         partial_rows(work, args.model, args.rows)
     report_rows(work)
     report(work / "rows", Path(args.out_dir), name)
     return 0
-
-
-def partial_rows(work: Path, model: str, rows: int) -> None:
-    """Rows for prompt configurations a time-boxed run did not finish: the articles done so far (a prefix of the
-    round-robin sample, so still close to stratified), marked partial."""
-    from batchlabel.methods.prompt import PromptStats
-
-    for path in work.glob("*.partial.json"):
-        corpus, config = path.name[: -len(".partial.json")].split("_", 1)
-        state = json.loads(path.read_text())
-        stale = work / f"{corpus}_{config}.partial_row.json"
-        stale.unlink(missing_ok=True)
-        if (work / f"{corpus}_{config}.json").exists():
-            continue
-        _, golds, _ = sample(corpus, rows, work)
-        if state.get("scores"):
-            stale.write_text(json.dumps(partial_score_rows(state, corpus, config, golds, model, rows)))
-        if not state.get("labels"):
-            continue
-        n = len(state["labels"])
-        summary = PromptStats(**state["stats"]).as_dict()
-        names = [lab["name"] for lab in CORPORA[corpus]["labels"]]
-        engine = state.get("engine", "vllm")
-        row = {"engine": engine + (" (prefix caching)" if engine == "vllm" else ""), "wall_s": state["wall"], "articles_per_s": n / state["wall"],
-               "prompt_tokens_per_article": summary["prompt_tokens_per_article"],
-               "output_tokens_per_article": summary["output_tokens_per_article"], "splits": summary["splits"],
-               "reasks": summary["reasks"], **scored(state["labels"], state["confidence"], golds[:n], names),
-               "config": f"{config} (partial: {n} of {rows})", "corpus": corpus, "model": Path(model).name,
-               "load": state.get("load", [float("nan")] * 2)}
-        (work / f"{corpus}_{config}.partial_row.json").write_text(json.dumps([row]))
-
-
-def partial_score_rows(state: dict, corpus: str, config: str, golds: list[str], model: str, rows: int) -> list[dict]:
-    """Raw score rows from an unfinished score pass (calibration needs the content-free pass, run at the end)."""
-    import numpy as np
-
-    from batchlabel.methods.score import log_normalize
-
-    names = [lab["name"] for lab in CORPORA[corpus]["labels"]]
-    out = []
-    for variant, scores in state["scores"].items():
-        probs = np.exp(log_normalize(np.array(scores)))
-        n = len(probs)
-        out.append({"engine": "hf (one pass for all score rows)", "wall_s": state["wall"], "articles_per_s": n / state["wall"],
-                    "prompt_tokens_per_article": float("nan"), "output_tokens_per_article": 0.0, "splits": 0, "reasks": 0,
-                    **scored([names[i] for i in probs.argmax(1)], probs.max(1).tolist(), golds[:n], names),
-                    "config": f"score_{variant}_raw (partial: {n} of {rows})", "corpus": corpus,
-                    "model": Path(model).name, "load": state.get("load", [float("nan")] * 2)})
-    return out
-
-
-def report_rows(work: Path) -> None:
-    """Flatten the per-configuration caches (a list of rows each) into one row file per labeler."""
-    flat = work / "rows"
-    flat.mkdir(exist_ok=True)
-    for old in flat.glob("*.json"):
-        old.unlink()
-    for path in work.glob("*.json"):
-        if path.name.endswith(".partial.json"):
-            continue
-        for row in json.loads(path.read_text()):
-            (flat / f"{row['corpus']}_{row['config']}.json").write_text(json.dumps(row))
 
 
 if __name__ == "__main__":

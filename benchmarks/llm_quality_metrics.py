@@ -51,3 +51,21 @@ def per_class(golds: list[str], predicted: list[str], names: list[str]) -> dict:
         out[name] = {"rows": len(got), "correct": sum(p == name for p in got),
                      "called": dict(Counter(p for p in got if p != name).most_common())}
     return out
+
+
+def scored(labels: list, confidence: list, golds: list[str], names: list[str]) -> dict:
+    from sklearn.metrics import f1_score
+
+    shown = [p or "<error>" for p in labels]
+    correct = [p == g for p, g in zip(shown, golds)]
+    acc = sum(correct) / len(golds)
+    low, high = interval(sum(correct), len(golds))
+    return {
+        "rows": len(golds),
+        "accuracy": acc,
+        "accuracy_95": [low, high],
+        "macro_f1": f1_score(golds, shown, labels=names, average="macro", zero_division=0),
+        "error_rows": sum(p is None for p in labels),
+        **calibration_metrics([c if c is not None else 0.0 for c in confidence], correct),
+        "per_class": per_class(golds, shown, names),
+    }
