@@ -49,6 +49,21 @@ def test_vllm_label_scores_match_hf(engines, r8_texts):
     )
 
 
+def test_vllm_first_token_scores_are_one_request_per_prompt(engines, r8_texts):
+    """first_token scoring is one generation step per prompt reading the labels' log-probabilities (vLLM's
+    logprob_token_ids), which the prefix cache serves; prompt_logprobs requests bypass that cache and would run
+    the prompt once per label. The engine counts the tokens it ran: each prompt once."""
+    fast, _ = engines
+    prompts = [[{"role": "user", "content": t[:300]}] for t in r8_texts[4:7]]
+    before = fast.usage.snapshot()
+    first = fast.score_labels(prompts, R8_LABELS, first_token=True)
+    middle = fast.usage.snapshot()
+    again = fast.score_labels(prompts, R8_LABELS, first_token=True)
+    spent, repeat = middle - before, fast.usage.snapshot() - middle
+    assert np.allclose(first, again, atol=1e-4) and np.all(first < 0) and first.shape == (3, len(R8_LABELS))
+    assert spent.prompt == repeat.prompt == sum(len(fast.chat.prompt_ids(m)) for m in prompts)
+
+
 def test_vllm_constrained_choice_matches_hf(engines, r8_texts):
     from batchlabel.engines.base import Constraint
 

@@ -40,6 +40,19 @@ def generation_params(constraint: Constraint | None, decoding: Decoding) -> Any:
     )
 
 
+#: the most token ids one request may ask log-probabilities for (vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS)
+MAX_LOGPROB_TOKEN_IDS = 128
+
+
+def next_token_logprob_params(token_ids: list[int]) -> Any:
+    """One generated token; the log-probabilities of ``token_ids`` at that position (first-token label scoring).
+    Unlike ``prompt_logprobs``, which vLLM serves without reading the prefix cache, this request reuses it.
+    Temperature 1 so the processed log-probabilities are the model's own (the sampled token is not used)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(max_tokens=1, temperature=1.0, seed=0, logprob_token_ids=list(token_ids), detokenize=False)
+
+
 def prompt_logprob_params() -> Any:
     """One dummy output token; the log-probability of every prompt token (label scoring)."""
     from vllm import SamplingParams

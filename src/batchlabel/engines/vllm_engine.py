@@ -80,6 +80,8 @@ class VLLMEngine(LocalEngine):
         label's own tokens without the end of turn for label_only)."""
         from vllm.inputs import TokensPrompt
 
+        if first_token and len(labels) <= sampling.MAX_LOGPROB_TOKEN_IDS:
+            return self._next_token_scores(prompts, first_token_ids(self.chat, labels))
         conts = [self.chat.continuation_ids(label) for label in labels]
         if label_only:
             conts = [c[:n] for c, n in zip(conts, self.label_lengths(labels))]
@@ -101,6 +103,18 @@ class VLLMEngine(LocalEngine):
             steps = result.prompt_logprobs
             flat[k] = sum(steps[start + j][token].logprob for j, token in enumerate(cont))
         return flat.reshape(len(prompts), len(labels))
+
+    def _next_token_scores(self, prompts: list[Messages], token_ids: list[int]) -> np.ndarray:
+        """log p(token | prompt) for each of ``token_ids``: one cached generation step per prompt (the
+        prompt_logprobs path above recomputes the whole prompt once per label; docs/llm_quality.md)."""
+        from vllm.inputs import TokensPrompt
+
+        rows = [self.chat.prompt_ids(messages) for messages in prompts]
+        results = self.llm.generate([TokensPrompt(prompt_token_ids=r) for r in rows],
+                                    sampling.next_token_logprob_params(token_ids), use_tqdm=False)
+        self.usage.add(prompt=sum(map(len, rows)), cached=sum(r.num_cached_tokens or 0 for r in results))
+        step = [result.outputs[0].logprobs[0] for result in results]
+        return np.array([[position[token].logprob for token in token_ids] for position in step], dtype=np.float64)
 
     def close(self) -> None:
         del self.llm
