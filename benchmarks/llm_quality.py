@@ -63,6 +63,13 @@ CONFIGS = {
     "fewshot_stratified": ("vllm", {"name": "prompt", "few_shot": {"strategy": "stratified"}}),
     "prompt_n16": ("vllm", {"name": "prompt", "items_per_prompt": 16, "max_retries": 1}),
     "fewshot_nearest": ("vllm", {"name": "prompt", "few_shot": {"strategy": "nearest", "k": 4}}),
+    "fewshot_stratified_n8": ("vllm", {"name": "prompt", "items_per_prompt": 8, "max_retries": 1,
+                                       "few_shot": {"strategy": "stratified"}}),
+    # score on vllm: first_token only (one cached generation step per article; the other variants bypass the
+    # prefix cache there), raw; zero-shot (vs the hf pass above) and with the stratified examples
+    "score_vllm": ("vllm", {"name": "score", "variant": "first_token", "calibrate": False}),
+    "score_fewshot_stratified": ("vllm", {"name": "score", "variant": "first_token", "calibrate": False,
+                                          "few_shot": {"strategy": "stratified"}}),
     "embed_head": ("embed", {}),
 }
 SEED = 13
@@ -160,24 +167,29 @@ def run_llm(corpus: str, config: str, model: str, texts, golds, pool: Path, batc
     engine_spec, engine, load_s = engines[kind]
     labeler = build_labeler(corpus, method, labels_spec, engine_spec, pool, engine)
     names = labeler.names
-    if method["name"] == "score":
+    if method["name"] == "score" and kind == "hf":
         rows = run_score(labeler, engine, engine_spec, texts, golds, batch, Partial(work / f"{corpus}_{config}.partial.json"),
                          config.removeprefix("score"))
         return {k: {**v, "load_s": round(load_s, 1)} for k, v in rows.items()}
     partial = Partial(work / f"{corpus}_{config}.partial.json")
     labels, confidence, wall = partial.state.get("labels", []), partial.state.get("confidence", []), partial.state.get("wall", 0.0)
+    stats = getattr(labeler, "stats", None)  # prompt labelers count prompts, splits, re-asks; score: tokens only
+    tokens = partial.state.get("tokens", 0)
     for key, value in partial.state.get("stats", {}).items():
-        setattr(labeler.stats, key, value)
+        setattr(stats, key, value)
     for start in range(len(labels), len(texts), batch):
         if partial.out_of_time():
             return {}
-        started = time.perf_counter()
+        started, before = time.perf_counter(), engine.usage.snapshot().prompt
         out = labeler.label(texts[start : start + batch])
         labels, confidence, wall = labels + out.labels, confidence + out.confidence, wall + time.perf_counter() - started
-        partial.save({"labels": labels, "confidence": confidence, "wall": wall, "stats": vars(labeler.stats), "engine": kind,
+        tokens += engine.usage.snapshot().prompt - before
+        partial.save({"labels": labels, "confidence": confidence, "wall": wall, "stats": vars(stats) if stats else {},
+                      "tokens": tokens, "engine": kind,
                       "load": [partial.state.get("load", [round(os.getloadavg()[0], 2)])[0], round(os.getloadavg()[0], 2)]})
         partial.state.setdefault("load", [round(os.getloadavg()[0], 2)])
-    summary = labeler.stats.as_dict()
+    summary = stats.as_dict() if stats else {"prompt_tokens_per_article": tokens / len(texts),
+                                             "output_tokens_per_article": 0.0, "splits": 0, "reasks": 0}
     row = {"engine": kind + (" (prefix caching)" if kind == "vllm" else ""), "load_s": round(load_s, 1), "wall_s": wall,
            "articles_per_s": len(texts) / wall, "prompt_tokens_per_article": summary["prompt_tokens_per_article"],
            "output_tokens_per_article": summary["output_tokens_per_article"], "splits": summary["splits"],

@@ -56,7 +56,9 @@ def partial_rows(work: Path, model: str, rows: int) -> None:
         if not state.get("labels"):
             continue
         n = len(state["labels"])
-        summary = PromptStats(**state["stats"]).as_dict()
+        summary = PromptStats(**state["stats"]).as_dict() if state.get("stats") else {
+            "prompt_tokens_per_article": state.get("tokens", 0) / n, "output_tokens_per_article": 0.0, "splits": 0,
+            "reasks": 0}
         names = [lab["name"] for lab in CORPORA[corpus]["labels"]]
         engine = state.get("engine", "vllm")
         row = {"engine": engine + (" (prefix caching)" if engine == "vllm" else ""), "wall_s": state["wall"], "articles_per_s": n / state["wall"],
