@@ -11,7 +11,7 @@ from batchlabel.config import load_job
 
 ROOT = Path(__file__).resolve().parents[1]
 LLM_JOBS = ["reuters_prompt_vllm", "reuters_score_hf", "tweets_fewshot_vllm", "reuters_prompt_openai",
-            "reuters_prompt_qwen_vllm", "reuters_score_qwen_hf", "tweets_prompt_qwen_vllm"]
+            "reuters_prompt_qwen_vllm", "reuters_score_qwen_hf", "reuters_score_qwen_vllm", "tweets_prompt_qwen_vllm"]
 
 
 @pytest.mark.parametrize("name", LLM_JOBS)
