@@ -47,10 +47,12 @@ MAX_LOGPROB_TOKEN_IDS = 128
 def next_token_logprob_params(token_ids: list[int]) -> Any:
     """One generated token; the log-probabilities of ``token_ids`` at that position (first-token label scoring).
     Unlike ``prompt_logprobs``, which vLLM serves without reading the prefix cache, this request reuses it.
-    Temperature 1 so the processed log-probabilities are the model's own (the sampled token is not used)."""
+    Temperature 1 so the processed log-probabilities are the model's own (the sampled token is not used). No seed:
+    on CPU, vLLM 0.32 fails a seeded request whose prompt is prefilled in chunks ("CPU Generator does not use
+    offset"), and the log-probabilities do not depend on the sample."""
     from vllm import SamplingParams
 
-    return SamplingParams(max_tokens=1, temperature=1.0, seed=0, logprob_token_ids=list(token_ids), detokenize=False)
+    return SamplingParams(max_tokens=1, temperature=1.0, logprob_token_ids=list(token_ids), detokenize=False)
 
 
 def prompt_logprob_params() -> Any:
