@@ -14,13 +14,13 @@ chain over all stages' fingerprints and thresholds (``config.cascade.cascade_fin
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchlabel.config.cascade import chain_fingerprint
-from typing import Iterator
-
 from batchlabel.run.blocks import INTERNAL, label_in_slices, shard_runs, with_internal_columns
 
 LABELED_BY = "labeled_by"
