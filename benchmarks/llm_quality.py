@@ -70,6 +70,8 @@ CONFIGS = {
     "score_vllm": ("vllm", {"name": "score", "variant": "first_token", "calibrate": False}),
     "score_fewshot_stratified": ("vllm", {"name": "score", "variant": "first_token", "calibrate": False,
                                           "few_shot": {"strategy": "stratified"}}),
+    "score_fewshot_nearest": ("vllm", {"name": "score", "variant": "first_token", "calibrate": False,
+                                       "few_shot": {"strategy": "nearest", "k": 4}}),
     "embed_head": ("embed", {}),
 }
 SEED = 13
