@@ -11,14 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from common import R8_LABEL_SPECS_DETAILED, R8_LABELS, R8_TEST, R8_TRAIN, ROOT
-
-TWEETS = ROOT / "data" / "vader_tweets" / "all.parquet"
-TWEET_LABELS = [
-    {"name": "positive", "description": "The author expresses a favourable feeling"},
-    {"name": "negative", "description": "The author expresses an unfavourable feeling"},
-    {"name": "neutral", "description": "No clear feeling either way"},
-]
+from common import R8_LABEL_SPECS_DETAILED, R8_LABELS, R8_TEST, R8_TRAIN, TWEET_LABEL_SPECS, TWEETS
 QWEN = "models/qwen2.5-coder-1.5b"
 
 
@@ -39,7 +32,7 @@ def labels(corpus: str, described: bool = False) -> list:
     """Label names (the encoder stages need no descriptions), or label specs with descriptions for an LLM."""
     if corpus == "r8":
         return R8_LABEL_SPECS_DETAILED if described else R8_LABELS
-    return TWEET_LABELS if described else [lab["name"] for lab in TWEET_LABELS]
+    return TWEET_LABEL_SPECS if described else [lab["name"] for lab in TWEET_LABEL_SPECS]
 
 
 def llm_method(preset: str, corpus: str, train: Path) -> dict:

@@ -24,6 +24,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 R8_TEST = ROOT / "data" / "reuters_r8" / "test.parquet"
 R8_TRAIN = ROOT / "data" / "reuters_r8" / "train.parquet"
 R8_LABELS = ["earn", "acq", "crude", "trade", "money-fx", "interest", "ship", "grain"]
+TWEETS = ROOT / "data" / "vader_tweets" / "all.parquet"
+#: the tweets' labels with the descriptions the shipped Qwen tweet jobs use (jobs/tweets_prompt_qwen_vllm.yaml)
+TWEET_LABEL_SPECS = [
+    {"name": "positive", "description": "The author expresses a favourable feeling"},
+    {"name": "negative", "description": "The author expresses an unfavourable feeling"},
+    {"name": "neutral", "description": "No clear feeling either way"},
+]
 #: R8's labels with the descriptions the shipped LLM jobs use (jobs/reuters_prompt_vllm.yaml)
 R8_LABEL_SPECS = [
     {"name": "earn", "description": "Corporate earnings, profits, dividends"},

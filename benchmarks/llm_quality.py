@@ -28,7 +28,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import R8_LABEL_SPECS, R8_LABEL_SPECS_DETAILED, RESULTS  # noqa: E402
+from common import R8_LABEL_SPECS, R8_LABEL_SPECS_DETAILED, RESULTS, TWEET_LABEL_SPECS, TWEETS  # noqa: E402
 from llm_quality_metrics import scored  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,13 +42,9 @@ CORPORA = {
         "k": 8,
     },
     "tweets": {
-        "test": ROOT / "data" / "vader_tweets" / "all.parquet",
+        "test": TWEETS,
         "pool": None,  # examples come from the rows of the same file that are not in the sample
-        "labels": [
-            {"name": "positive", "description": "The author expresses a favourable feeling"},
-            {"name": "negative", "description": "The author expresses an unfavourable feeling"},
-            {"name": "neutral", "description": "No clear feeling either way"},
-        ],
+        "labels": TWEET_LABEL_SPECS,
         "max_article_tokens": 96,
         "k": 6,
     },
