@@ -240,6 +240,7 @@ def run_batchlabel(args: argparse.Namespace, work: Path, encode_batch_size: int,
         "rows_per_s": run.get("rows_per_s"),
         "first_batch_s": run.get("first_batch_s"),
         "steady_rows_per_s": run.get("steady_rows_per_s"),
+        "actors": run.get("actors"),  # per labeling actor: shards, rows, busy seconds (the run's timeline)
         "accuracy": report.get("metrics", {}).get("accuracy"),
         "encode_batch_size": encode_batch_size,
         "runtime_batch_size": args.chunk_rows,
@@ -278,6 +279,13 @@ def _actors_note(c: dict[str, Any]) -> str:
     return f"{runtime['actors']} actor(s) x {threads} thread(s)"
 
 
+def _actor_note(actors: dict | None) -> str:
+    if not actors:
+        return "n/a"
+    return "; ".join(f"{a['shards']} shards, {a['rows']} rows, {a['busy_s']:.0f} s busy, done at {a['last_done_s']:.0f} s"
+                     for a in actors.values())
+
+
 def markdown(result: dict[str, Any]) -> str:
     a, b, c = result["notebook"], result["bare"], result["batchlabel"]
     rows = [
@@ -312,6 +320,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"(c_steady/b = {_fmt(r.get('c_steady_over_b'), 3)}).",
         f"- CPU seconds by process, (b): {b['memory'].get('cpu_s_by_role')}; (c): {c['memory'].get('cpu_s_by_role')} "
         f"(total {c['memory'].get('cpu_s_total')} s over {c['subprocess_wall_s']} s wall on {result['machine'].get('usable_cores')} cores).",
+        f"- (c) per labeling actor (shards, rows, seconds busy reading + labeling, last shard done at s): "
+        f"{_actor_note(c.get('actors'))}.",
         f"- Head: {result['head']}.",
     ]
     if result.get("smoke"):
@@ -379,7 +389,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             c = run_batchlabel(args, work, args.encode_batch_size or 8)
             print(f"[embed] probe (c) actors {args.actors}: {c['rows_per_s']:.1f} rows/s, steady "
                   f"{_fmt(c.get('steady_rows_per_s'))}, start-up {_fmt(c.get('first_batch_s'))} s; CPU s by process "
-                  f"{c['memory'].get('cpu_s_by_role')}", flush=True)
+                  f"{c['memory'].get('cpu_s_by_role')}; per actor: {_actor_note(c.get('actors'))}", flush=True)
             return None
         print(f"[embed] {args.rows} rows, max_length {args.max_length}; (a) notebook on {args.notebook_rows} rows ...",
               flush=True)

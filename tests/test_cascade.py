@@ -72,8 +72,8 @@ def test_each_stage_relabels_exactly_the_rows_below_the_threshold(r8_small, trai
     first, second = [s.model_dump_json() for s in stage_jobs(spec)]
     block = pq.read_table(r8_small["test"]).rename_columns({"label": "gold"}).select(["id", "text", "gold"])
     block = pa.concat_tables([block, pa.table({"id": ["empty"], "text": [" "], "gold": ["earn"]})])
-    one = StageLabeler(first, 1, False, 0, 2, None, False).label_block(block)
-    out = StageLabeler(second, 1, False, 1, 2, 0.6, False).label_block(one)
+    one = StageLabeler(first, 1, None, False, 0, 2, None, False).label_block(block)
+    out = StageLabeler(second, 1, None, False, 1, 2, 0.6, False).label_block(one)
     confidence = one.column("confidence").to_numpy(zero_copy_only=False)
     low = np.array([c is None or np.isnan(c) or c < 0.6 for c in confidence])
     assert 0 < low.sum() < len(low) - 1 and out.column("id").to_pylist() == block.column("id").to_pylist()

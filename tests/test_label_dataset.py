@@ -82,3 +82,32 @@ def test_duplicate_ids_are_found_by_ray_tasks_and_refuse_the_run(ray_cluster, tm
     with pytest.raises(InputError, match=r"Duplicate id 'd17' .*in\.parquet row 17 and .*in\.parquet row 230"):
         Finalizer(sink, plan)(returns)
     assert read_manifest(out, StorageSettings()) is None
+
+
+def test_two_actors_share_a_single_file_and_the_first_shard_commits_before_the_last_is_read(ray_cluster, tmp_path):
+    """One Parquet file, one row group, 16 shards, 2 actors: each actor reads and labels a fair share of the shards
+    (the shards are pulled by whichever actor is free), and the reading streams: the first shard is committed
+    before the last one is read. Behaviour from the run's own timeline, no wall-clock threshold."""
+    n, shard = 1600, 100
+    path = tmp_path / "one.parquet"
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(n)], "text": [f"text {i}" for i in range(n)]}), path,
+                   row_group_size=n)
+    raw = _job(str(path), str(tmp_path / "out"))
+    raw["method"] = {**NOOP, "options": {"sleep_s": 0.25}}  # every shard keeps its actor busy for a while
+    raw["runtime"] = {"actors": 2, "batch_size": shard}
+    raw["output"]["shard_rows"] = shard
+    result = run_job(parse_job(raw), progress=False)
+    timeline = result.timeline
+    assert sorted(r["key"] for r in timeline) == sorted(f"00000-{i:05d}" for i in range(n // shard))
+    per_actor: dict[str, int] = {}
+    for record in timeline:
+        per_actor[record["actor"]] = per_actor.get(record["actor"], 0) + 1
+    assert len(per_actor) == 2 and min(per_actor.values()) >= 0.3 * len(timeline), per_actor
+    first_commit = min(r["committed_at"] for r in timeline)
+    last_read = max(r["read_at"] for r in timeline)
+    assert first_commit < last_read
+    shares = result.report["run"]["actors"]
+    assert sorted(s["shards"] for s in shares.values()) == sorted(per_actor.values())
+    assert sum(s["rows"] for s in shares.values()) == n == result.manifest["rows"]
+    table = read_committed(str(tmp_path / "out"), StorageSettings(), columns=["id"])
+    assert sorted(table.column("id").to_pylist()) == sorted(f"r{i}" for i in range(n))

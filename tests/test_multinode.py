@@ -98,7 +98,7 @@ class Node:
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
-    """Head: 3 CPUs (one 2-CPU actor + one read task); worker: 2 CPUs (one 2-CPU actor). Torn down by pid."""
+    """Head: 3 CPUs (one 2-CPU actor + the write tasks); worker: 2 CPUs (one 2-CPU actor). Torn down by pid."""
     logs = tmp_path_factory.mktemp("ray_nodes")
     gcs = free_port()
     nodes: list[Node] = []

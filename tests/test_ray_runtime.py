@@ -1,19 +1,19 @@
-"""How actors and read tasks share a node's CPUs (no Ray started: pure arithmetic)."""
+"""How actors and write tasks share a node's CPUs (no Ray started: pure arithmetic)."""
 
 from __future__ import annotations
 
 import pytest
 
 from batchlabel.config import RuntimeSpec
-from batchlabel.run.ray_runtime import READ_TASK_CPUS, WRITE_TASK_CPUS, ClusterResources, actor_cpus, actor_threads
+from batchlabel.run.ray_runtime import WRITE_TASK_CPUS, ClusterResources, actor_cpus, actor_threads
 
 
 @pytest.mark.parametrize("cpus, actors", [(2, 1), (2, 2), (2, 3), (4, 4), (16, 15), (3, 2)])
-def test_local_actors_always_leave_read_and_write_tasks_their_cpu(cpus, actors):
+def test_local_actors_always_leave_write_tasks_their_cpu(cpus, actors):
     runtime = RuntimeSpec(actors=actors)
     per_actor = actor_cpus(runtime, ClusterResources(cpus=cpus, gpus=0, started_here=True))
     assert 0 < per_actor <= runtime.cpus_per_actor
-    assert actors * per_actor + READ_TASK_CPUS + WRITE_TASK_CPUS <= cpus + 1e-9
+    assert actors * per_actor + WRITE_TASK_CPUS <= cpus + 1e-9
 
 
 def test_a_remote_cluster_gets_what_the_spec_asks_for():

@@ -170,3 +170,32 @@ def test_split_is_vectorised_and_does_not_depend_on_the_layout():
     parts = in_split(ids.slice(0, 7000), split).to_pylist() + in_split(ids.slice(7000), split).to_pylist()
     assert whole == parts and 0.78 < sum(whole) / 20000 < 0.82
     assert in_split(pa.array([1, 2]), split).to_pylist() == in_split(pa.array(["1", "2"]), split).to_pylist()
+
+
+def test_an_actor_reads_the_shards_of_a_big_row_group_with_one_forward_cursor(tmp_path, monkeypatch):
+    """Shard descriptors (io/datasource.py) name one shard each; the ShardReader of one actor that gets shards 0, 2,
+    5 of one 20,000-row group (the others went to other actors) decodes the group once, forward, and returns
+    exactly each shard's rows; going back opens a new cursor."""
+    from batchlabel.io import datasource
+
+    n = 20_000
+    pq.write_table(pa.table({"id": [f"x{i}" for i in range(n)], "text": [f"t {i}" for i in range(n)]}),
+                   tmp_path / "one.parquet", row_group_size=n)
+    spec = InputSpec(path=str(tmp_path / "one.parquet"))
+    plan = plan_input(spec, STORAGE, shard_rows=3000)
+    items = datasource.shard_items(plan, {s.key for s in plan.shards})
+    assert len(items) == len(plan.shards) == 7
+    opened = []
+    real = datasource.ParquetCursor
+    monkeypatch.setattr(datasource, "ParquetCursor", lambda *a: opened.append(a[-2:]) or real(*a))
+    reader = datasource.ShardReader(spec, STORAGE)
+
+    def ids(k):
+        [(shard, table)] = list(reader.read(items[k][datasource.UNIT_COLUMN]))
+        assert shard.key == f"00000-{k:05d}" and table.column("_shard_rows")[0].as_py() == table.num_rows
+        return table.column("id").to_pylist()
+
+    for k in (0, 2, 5, 6):
+        assert ids(k) == [f"x{i}" for i in range(3000 * k, min(n, 3000 * (k + 1)))]
+    assert opened == [(0, n)]  # one cursor over the whole unit for all four
+    assert ids(1) == [f"x{i}" for i in range(3000, 6000)] and len(opened) == 2  # backwards: a new cursor

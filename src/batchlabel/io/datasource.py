@@ -1,71 +1,72 @@
-"""The input as a Ray Data ``Datasource``: one ``ReadTask`` per read unit of the plan (io/planning.py).
+"""The input as a stream of shard descriptors that the labeling actors read themselves (pull, not push).
 
-A read unit is a row group span of a Parquet file (it yields one block per shard in it) or one byte range /
-whole file of a text file (one block). Each block holds the rows of exactly one shard with ``_shard_rows``,
-the read task's own count of them. A shard that keeps no rows is reported to the run's ledger actor instead
-(``ledger.empty(key)``), so that the driver can commit it without it reaching a writer.
+``shard_items(plan, todo)`` is one small item per shard still to do: which file, which rows or bytes, and the
+read unit's span. The run turns them into a Ray dataset of one-row blocks (``ray.data.from_items``), so the
+actor pool hands each shard to whichever actor is free (one block in flight per actor); the actor reads the
+shard with a ``ShardReader`` and labels it at once. So:
 
-Ray 2.60 API used: ``Datasource.get_read_tasks(parallelism, per_task_row_limit=None, data_context=None)``,
-``ReadTask(read_fn, metadata, schema=None, per_task_row_limit=None)``, ``BlockMetadata(num_rows, size_bytes,
-input_files, exec_stats)``; ``estimate_inmemory_data_size`` returns None so Ray adds no block splitting.
+- work is balanced shard by shard over all actors, whatever the file layout (a single-file corpus used to be
+  one read unit whose shards Ray joined into a few big blocks: one actor labeled most of the rows);
+- nothing is read before an actor is ready for it: the first shard is committed before the last one is read,
+  and memory holds only the shards being labeled;
+- no input rows travel through the object store: an actor labels what it read.
+
+A read unit's shards (a row group cut every ``shard_rows`` rows) reach the actors in plan order; each actor
+keeps a forward-only ``ParquetCursor`` per unit, so a big row group is decoded once per actor, not once per shard.
+(docs/design.md, "Data path: shards pulled by the labeling actors")
 """
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
+from dataclasses import asdict
+from typing import Iterator
+
+import pyarrow as pa
+
 from batchlabel.config import InputSpec
 from batchlabel.io.shards import InputFile, InputPlan, Shard
+from batchlabel.io.source import ParquetCursor, read_unit
 from batchlabel.io.storage import StorageSettings
 
+#: the one column of a descriptor block
+UNIT_COLUMN = "_unit"
+CURSORS_KEPT = 4  # open Parquet cursors per actor (one per read unit it is working through)
 
-def read_units(plan: InputPlan, todo: set[str]) -> list[tuple[InputFile, list[Shard]]]:
-    """(file, its shards still to do) per read unit, in plan order."""
-    units = []
+
+def shard_items(plan: InputPlan, todo: set[str]) -> list[dict]:
+    """One descriptor per shard in ``todo``, in plan order: ``{"_unit": json}`` (file, shard, unit span)."""
+    items = []
     for file in plan.files:
-        grouped: dict[int, list[Shard]] = {}
+        spans: dict[int, tuple[int, int]] = {}
+        for shard in file.shards:
+            lo, hi = spans.get(shard.unit, (shard.start, shard.stop))
+            spans[shard.unit] = (min(lo, shard.start), max(hi, shard.stop))
+        bare = {"url": file.url, "format": file.format, "index": file.index, "size": file.size, "num_rows": file.num_rows}
         for shard in file.shards:
             if shard.key in todo:
-                grouped.setdefault(shard.unit, []).append(shard)
-        bare = InputFile(file.url, file.format, file.index, file.size, file.num_rows)
-        units += [(bare, grouped[u]) for u in sorted(grouped)]
-    return units
+                items.append({UNIT_COLUMN: json.dumps({"file": bare, "shard": asdict(shard), "span": spans[shard.unit]})})
+    return items
 
 
-def _read(spec_json: str, storage: StorageSettings, file: InputFile, shards: list[Shard], ledger):
-    from batchlabel.io.source import read_unit
+class ShardReader:
+    """Reads the shards that descriptors name, keeping a Parquet cursor per read unit (lives in an actor)."""
 
-    spec = InputSpec.model_validate_json(spec_json)
-    for shard, table in read_unit(spec, storage, file, shards):
-        if table.num_rows:
-            yield table
-        elif ledger is not None:
-            import ray
+    def __init__(self, spec: InputSpec, storage: StorageSettings):
+        self.spec, self.storage = spec, storage
+        self.cursors: OrderedDict[tuple[str, int, int], ParquetCursor] = OrderedDict()
 
-            ray.get(ledger.empty.remote(shard.key))
-
-
-def make_datasource(spec: InputSpec, storage: StorageSettings, plan: InputPlan, todo: set[str], ledger=None):
-    """A ``ray.data.Datasource`` over the shards in ``todo`` (use with ``ray.data.read_datasource``)."""
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
-
-    units = read_units(plan, todo)
-    spec_json = spec.model_dump_json()
-
-    class ShardDatasource(Datasource):
-        def get_name(self) -> str:
-            return "BatchlabelShards"
-
-        def estimate_inmemory_data_size(self):
-            return None  # unknown: Ray then never splits a read task's blocks (a shard stays one block)
-
-        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            tasks = []
-            for file, shards in units:
-                rows = sum(s.rows for s in shards) if all(s.rows is not None for s in shards) else None
-                meta = BlockMetadata(num_rows=rows, size_bytes=None, input_files=[file.url], exec_stats=None)
-                tasks.append(ReadTask(lambda f=file, s=shards: _read(spec_json, storage, f, s, ledger), meta))
-            return tasks
-
-    source = ShardDatasource()
-    source.num_units = len(units)
-    return source
+    def read(self, descriptor: str) -> Iterator[tuple[Shard, pa.Table]]:
+        item = json.loads(descriptor)
+        file, shard = InputFile(**item["file"]), Shard(**item["shard"])
+        cursor = None
+        if file.format == "parquet":
+            key = (file.url, *item["span"])
+            cursor = self.cursors.pop(key, None)
+            if cursor is None or cursor.position > shard.start:
+                cursor = ParquetCursor(self.spec, self.storage, file, *item["span"])
+            self.cursors[key] = cursor
+            while len(self.cursors) > CURSORS_KEPT:
+                self.cursors.popitem(last=False)
+        yield from read_unit(self.spec, self.storage, file, [shard], cursor)

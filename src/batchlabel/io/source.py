@@ -1,6 +1,6 @@
 """Read planned shards as normalised Arrow tables: only the shard's bytes (Parquet row groups, byte ranges).
 
-Runs in Ray read tasks (io/datasource.py) and in-process for small readers (training data, nightly staging).
+Runs in the labeling actors (io/datasource.py: ``ShardReader``) and in-process for small readers (training data, nightly staging).
 A normalised table has id (string), text (large_string), gold (string), passthrough..., _shard, _row and
 ``_shard_rows`` (the rows the shard keeps after the split: the read task's own count, checked by the sink).
 """
@@ -33,7 +33,7 @@ ROW_COLUMNS = ["id", "text", "gold"]
 INTERNAL_COLUMNS = ["_shard", "_row", "_shard_rows"]
 PARQUET_BATCH_ROWS = 8192
 
-__all__ = ["InputFile", "InputPlan", "Shard", "plan_input", "read_shards", "read_unit", "in_split", "id_hashes"]
+__all__ = ["InputFile", "InputPlan", "ParquetCursor", "Shard", "plan_input", "read_shards", "read_unit", "in_split", "id_hashes"]
 
 
 # --- shards ---
@@ -71,38 +71,63 @@ def normalise(spec: InputSpec, part: pa.Table, shard: Shard, first_row: int, whe
     return out.append_column("_shard_rows", pa.array(np.full(out.num_rows, out.num_rows, dtype=np.int64)))
 
 
-def _parquet_unit(spec: InputSpec, storage: StorageSettings, file: InputFile, shards: list[Shard]) -> Iterator[tuple[Shard, pa.Table]]:
-    pf = open_parquet(file, storage)
-    meta = pf.metadata
-    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-    starts = [0, *accumulate(sizes)]
-    lo, hi = min(s.start for s in shards), max(s.stop for s in shards)
-    groups = list(range(bisect_right(starts, lo) - 1, bisect_right(starts, hi - 1)))
-    columns = list(dict.fromkeys(c for c in (spec.id_column, spec.text_column, spec.gold_column, *spec.passthrough) if c))
-    try:
-        batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, columns=columns, use_threads=False)
-        buffer, buffer_start = None, starts[groups[0]]
-        for shard in sorted(shards, key=lambda s: s.start):
-            buffered = [] if buffer is None else [buffer]
-            have = buffer_start + (0 if buffer is None else buffer.num_rows)
-            while have < shard.stop:
-                batch = next(batches)
-                buffered.append(pa.Table.from_batches([batch]))
+class ParquetCursor:
+    """A forward-only reader over the row groups that hold rows [lo, hi) of one Parquet file.
+
+    ``take(start, stop)`` returns file rows [start, stop) for any ``start`` at or after the end of the previous
+    take: rows skipped in between are decoded and dropped, never kept. A labeling actor keeps one cursor per read
+    unit (``ShardReader``), so the shards of one big row group that reach it in plan order cost one decode of the
+    group per actor, not one per shard.
+    """
+
+    def __init__(self, spec: InputSpec, storage: StorageSettings, file: InputFile, lo: int, hi: int):
+        pf = open_parquet(file, storage)
+        meta = pf.metadata
+        starts = [0, *accumulate(meta.row_group(i).num_rows for i in range(meta.num_row_groups))]
+        groups = list(range(bisect_right(starts, lo) - 1, bisect_right(starts, hi - 1)))
+        columns = list(dict.fromkeys(c for c in (spec.id_column, spec.text_column, spec.gold_column, *spec.passthrough) if c))
+        self.file = file
+        self.batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, columns=columns, use_threads=False)
+        self.buffer: pa.Table | None = None
+        self.position = starts[groups[0]]  # file row of the buffer's first row
+
+    def take(self, start: int, stop: int) -> pa.Table:
+        if start < self.position:
+            raise ValueError(f"cursor at row {self.position} cannot go back to {start}")
+        parts = [] if self.buffer is None else [self.buffer.slice(min(self.buffer.num_rows, start - self.position))]
+        have = self.position + (0 if self.buffer is None else self.buffer.num_rows)
+        try:
+            while have < stop:
+                batch = next(self.batches)
+                if have + batch.num_rows > start:  # batches wholly before ``start`` are dropped at once
+                    parts.append(pa.Table.from_batches([batch]).slice(max(0, start - have)))
                 have += batch.num_rows
-            buffer = pa.concat_tables(buffered, promote_options="permissive")
-            part = buffer.slice(shard.start - buffer_start, shard.stop - shard.start)
-            yield shard, normalise(spec, part, shard, shard.start, f"file {file.url}")
-            buffer, buffer_start = buffer.slice(shard.stop - buffer_start), shard.stop
-    except (pa.ArrowInvalid, OSError, StopIteration) as err:
-        raise read_error(file, err) from None
+        except (pa.ArrowInvalid, OSError, StopIteration) as err:
+            raise read_error(self.file, err) from None
+        buffer = pa.concat_tables(parts, promote_options="permissive")
+        self.buffer, self.position = buffer.slice(stop - start), stop
+        return buffer.slice(0, stop - start)
 
 
-def read_unit(spec: InputSpec, storage: StorageSettings, file: InputFile, shards: list[Shard]) -> Iterator[tuple[Shard, pa.Table]]:
-    """Yield (shard, normalised table) for the given shards of one read unit, reading only what they need."""
+def _parquet_unit(spec: InputSpec, storage: StorageSettings, file: InputFile, shards: list[Shard],
+                  cursor: ParquetCursor | None = None) -> Iterator[tuple[Shard, pa.Table]]:
+    ordered = sorted(shards, key=lambda s: s.start)
+    if cursor is None or cursor.position > ordered[0].start:
+        cursor = ParquetCursor(spec, storage, file, ordered[0].start, max(s.stop for s in shards))
+    for shard in ordered:
+        yield shard, normalise(spec, cursor.take(shard.start, shard.stop), shard, shard.start, f"file {file.url}")
+
+
+def read_unit(spec: InputSpec, storage: StorageSettings, file: InputFile, shards: list[Shard],
+              cursor: ParquetCursor | None = None) -> Iterator[tuple[Shard, pa.Table]]:
+    """Yield (shard, normalised table) for the given shards of one read unit, reading only what they need.
+
+    ``cursor``: a Parquet cursor left by an earlier call on the same unit, used when it has not passed the first
+    shard yet (the caller keeps it; see ``ShardReader``)."""
     if not shards:
         return
     if file.format == "parquet":
-        yield from _parquet_unit(spec, storage, file, shards)
+        yield from _parquet_unit(spec, storage, file, shards, cursor)
         return
     for shard in shards:
         where = f"file {file.url} (shard {shard.key})"

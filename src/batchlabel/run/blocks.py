@@ -1,10 +1,12 @@
 """Block plumbing shared by the labeling actors (``run.label_dataset.BlockLabeler``, ``run.cascade.StageLabeler``):
-what they add to a block that does not come from batchlabel's own reader (``label_dataset`` in a user's pipeline:
-a null ``gold`` when missing, and the ``_shard``/``_row`` columns the labeler keeps), labeling a block in
-``batch_size`` slices, and cutting the output where the shard changes."""
+reading the shards that batchlabel's own run hands them as descriptors (``PulledShards``), what they add to a
+block that comes from a user's pipeline (``label_dataset``: a null ``gold`` when missing, and the
+``_shard``/``_row`` columns the labeler keeps), labeling a block in ``batch_size`` slices, and cutting the output
+where the shard changes."""
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterator
 
 import numpy as np
@@ -42,3 +44,39 @@ def shard_runs(table: pa.Table) -> Iterator[pa.Table]:
     bounds = [0, *(changes + 1).tolist(), len(keys)]
     for start, stop in zip(bounds[:-1], bounds[1:]):
         yield table.slice(start, stop - start)
+
+
+class PulledShards:
+    """The reading side of a labeling actor in ``batchlabel run``: each block it gets is one shard descriptor
+    (io/datasource.py); it reads the shard, tells the run's ledger about shards that keep no row (the driver
+    commits those) and, once labeled, which actor labeled which shard when (the run's timeline)."""
+
+    def __init__(self, input_json: str, storage, ledger=None):
+        import ray
+
+        from batchlabel.config import InputSpec
+        from batchlabel.io.datasource import ShardReader
+
+        self.reader = ShardReader(InputSpec.model_validate_json(input_json), storage)
+        self.ledger = ledger
+        self.actor = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else ""
+
+    def tables(self, block: pa.Table) -> Iterator[tuple[str, pa.Table, float]]:
+        """(shard key, normalised table, read start) for each non-empty shard the block's descriptors name."""
+        from batchlabel.io.datasource import UNIT_COLUMN
+
+        for descriptor in block.column(UNIT_COLUMN).to_pylist():
+            read_at = time.time()
+            for shard, table in self.reader.read(descriptor):
+                if table.num_rows:
+                    yield shard.key, table, read_at
+                elif self.ledger is not None:
+                    import ray
+
+                    ray.get(self.ledger.empty.remote(shard.key))
+                read_at = time.time()
+
+    def labeled(self, key: str, rows: int, read_at: float, label_at: float) -> None:
+        if self.ledger is not None:
+            self.ledger.labeled.remote({"key": key, "actor": self.actor, "rows": rows, "read_at": read_at,
+                                        "label_at": label_at, "done_at": time.time()})

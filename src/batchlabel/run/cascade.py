@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchlabel.config.cascade import chain_fingerprint
-from batchlabel.run.blocks import INTERNAL, label_in_slices, shard_runs, with_internal_columns
+from batchlabel.run.blocks import INTERNAL, PulledShards, label_in_slices, shard_runs, with_internal_columns
 
 LABELED_BY = "labeled_by"
 
@@ -43,27 +43,32 @@ def _summed_tokens(before: pa.ChunkedArray, after: pa.Array | pa.ChunkedArray) -
 class StageLabeler:
     """Ray Data actor of cascade stage ``index`` (0-based) of ``count``; a whole block per call.
 
+    ``pulled``: stage 1 in ``batchlabel run`` reads the shard each block describes (``run.blocks.PulledShards``).
     ``below``: the previous stage's min_confidence (None for stage 1). ``keep_text``: the job's
     output.keep_text (applied by the last stage). ``internal``: as ``run.label_dataset.BlockLabeler``; the
     last stage then cuts its output where the shard changes, as BlockLabeler does, so the writer gets whole
     shards (not pieces to merge).
     """
 
-    def __init__(self, stage_json: str, threads: int, internal: bool, index: int, count: int, below: float | None,
+    def __init__(self, stage_json: str, threads: int, pulled: tuple | None, internal: bool, index: int, count: int,
+                 below: float | None,
                  keep_text: bool):
         from batchlabel.run.actor import LabelingActor
 
         self.actor = LabelingActor(stage_json, threads)
+        self.shards = PulledShards(*pulled) if pulled else None
         self.batch_size = self.actor.spec.runtime.batch_size
         self.fingerprint = getattr(self.actor.labeler, "fingerprint", "")
         self.internal, self.index, self.count, self.below, self.keep_text = internal, index, count, below, keep_text
 
     def __call__(self, block: pa.Table) -> Iterator[pa.Table]:
-        out = self.label_block(block)
-        if self.internal and self.index == self.count - 1:
-            yield from shard_runs(out)
-        else:
-            yield out
+        blocks = [block] if self.shards is None else [table for _, table, _ in self.shards.tables(block)]
+        for one in blocks:
+            out = self.label_block(one)
+            if self.internal and self.index == self.count - 1:
+                yield from shard_runs(out)
+            else:
+                yield out
 
     def label_block(self, block: pa.Table) -> pa.Table:
         """This stage's output for one block, rows in order."""

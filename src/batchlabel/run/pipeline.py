@@ -1,12 +1,13 @@
-"""The labeling pipeline: plan (metadata only) → read → label → write (Ray tasks) → manifest → report.
+"""The labeling pipeline: plan (metadata only) → read + label (actors) → write (Ray tasks) → manifest → report.
 
-    read_datasource(ShardDatasource)      one ReadTask per read unit; one block per shard  (io/datasource.py)
-      ─label_dataset(internal=True)─►     actor pool, a block in, its labeled block out    (run/label_dataset.py)
+    from_items(shard_items(plan))          one descriptor block per shard to do            (io/datasource.py)
+      ─label_dataset(internal=True)─►     actor pool: the free actor reads a shard, labels it (run/label_dataset.py)
       ─write_datasink(ShardDatasink)─►    write(): each complete shard committed where it is (io/datasink.py)
       on_write_complete() (driver):       merge pieces, commit empty shards, check duplicate ids, manifest last
 
 Nothing but metadata passes through the driver: the plan, the commit markers, a few duplicate candidates.
-Progress comes from a tiny ledger actor that the write tasks report their commits to.
+Progress comes from a tiny ledger actor that the write tasks report their commits to; the actors report which
+shard each labeled when (``RunResult.timeline``, the report's ``run.actors``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from batchlabel.io.sink import MANIFEST, ShardCommit, ShardSink, merge_pieces, r
 from batchlabel.io.storage import StorageSettings
 from batchlabel.report import writers
 from batchlabel.report.metrics import build_report
-from batchlabel.run.progress import CommitLedger, RowProgress
+from batchlabel.run.progress import CommitLedger, RowProgress, actor_shares
 
 REPORT_COLUMNS = ["label", "gold", "error", "confidence", "truncated", "labeler_fingerprint",
                   "tokens_prompt", "tokens_cached", "tokens_output"]  # tokens: report.usage
@@ -41,6 +42,7 @@ class RunResult:
     skipped_shards: int
     wall_time_s: float
     fingerprints: list[str] = field(default_factory=list)
+    timeline: list[dict] = field(default_factory=list)  # per shard: actor, rows, read/label/done/commit times
 
 
 def _location(plan: InputPlan, key: str, row: int) -> str:
@@ -95,31 +97,31 @@ class Finalizer:
 
 
 def _label_into_sink(spec: JobSpec, storage: StorageSettings, plan: InputPlan, sink: ShardSink, todo: set[str],
-                     bar: RowProgress, verbose: bool) -> tuple[Finalizer, float | None]:
-    """Read, label and commit the shards in ``todo`` on Ray; return the finalizer and the first commit time."""
+                     bar: RowProgress, verbose: bool) -> tuple[Finalizer, float | None, list[dict]]:
+    """Read, label and commit the shards in ``todo`` on Ray; return the finalizer, the first commit time and the
+    per-shard timeline."""
     import ray
     from ray.data import DataContext
 
     from batchlabel.io.datasink import make_datasink
-    from batchlabel.io.datasource import make_datasource
+    from batchlabel.io.datasource import shard_items
     from batchlabel.run.label_dataset import label_dataset
-    from batchlabel.run.ray_runtime import READ_TASK_CPUS, READ_TASK_MEMORY, WRITE_TASK_CPUS, ray_session
+    from batchlabel.run.ray_runtime import WRITE_TASK_CPUS, ray_session
 
     with ray_session(spec.runtime, verbose=verbose):
         context = DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = verbose
         context.execution_no_progress_timeout_s = spec.runtime.stall_timeout_s
-        # read tasks and actors yield one table per shard; Ray joins them into a block until it passes this size
-        # and cuts blocks of 1.5x it: above twice the biggest shard (input or labeled), no shard is ever cut and
-        # a row group's shards spread over the actors (docs/design.md, "Data path: writes on the workers, ...")
+        # the actors yield one table per shard; Ray joins outputs into a block until it passes this size and cuts
+        # blocks of 1.5x it: above twice the biggest shard (labeled), no shard is ever cut
+        # (docs/design.md, "Data path: block sizes that never cut a shard")
         context.target_max_block_size = max(1 << 20, int(2.2 * plan.max_shard_bytes))
         ledger = ray.remote(num_cpus=0)(CommitLedger).remote()
         finalizer = Finalizer(sink, plan, ledger)
-        source = make_datasource(spec.input, storage, plan, todo, ledger)
-        dataset = ray.data.read_datasource(source, override_num_blocks=max(1, source.num_units), num_cpus=READ_TASK_CPUS,
-                                           memory=READ_TASK_MEMORY)
-        dataset = label_dataset(dataset, spec, internal=True)
+        items = shard_items(plan, todo)
+        dataset = ray.data.from_items(items, override_num_blocks=len(items))  # one shard descriptor per block
+        dataset = label_dataset(dataset, spec, internal=True, storage=storage, ledger=ledger)
         stop = threading.Event()
         snapshot: dict = {}
 
@@ -140,7 +142,7 @@ def _label_into_sink(spec: JobSpec, storage: StorageSettings, plan: InputPlan, s
             stop.set()
             poller.join(timeout=15)
         first = ray.get(ledger.snapshot.remote())["first_commit_at"]
-        return finalizer, first
+        return finalizer, first, ray.get(ledger.timeline.remote())
 
 
 def _explain_failure(err: BaseException) -> BatchlabelError:
@@ -204,12 +206,13 @@ def run_job(
     todo = {s.key for s in plan.shards} - committed
     rows_todo = round(sum(s.rows or 0 for s in plan.shards if s.key in todo) * plan.keep_share)
     first_commit: float | None = None  # wall clock of the first commit: start-up vs steady state
+    timeline: list[dict] = []
     manifest = read_manifest(output, storage) if not todo else None
     finalizer = Finalizer(sink, plan)
     if todo:
         with RowProgress(rows_todo, f"labeling {spec.name}", enabled=progress) as bar:
             try:
-                finalizer, first_commit = _label_into_sink(spec, storage, plan, sink, todo, bar, verbose)
+                finalizer, first_commit, timeline = _label_into_sink(spec, storage, plan, sink, todo, bar, verbose)
             except BatchlabelError:
                 raise
             except Exception as err:  # Ray wraps everything; explain it in one paragraph
@@ -249,11 +252,13 @@ def run_job(
         first_rows = min((m.rows for m in finalizer.new), default=0)
         steady_s, steady_rows = wall - first_s, rows_written - first_rows
         run["steady_rows_per_s"] = steady_rows / steady_s if steady_s > 0 and steady_rows > 0 else None
+    if timeline:
+        run["actors"] = actor_shares(timeline, started_at)
     report = build_report(table, spec.label_names, run) if spec.eval.enabled and table is not None else {}
     files: list[str] = []
     if spec.eval.enabled and write_report:
         files = writers.write_report(report, output, storage, writers.report_title(spec.name))
-    return RunResult(output, manifest, report, files, rows_written, len(committed), wall, all_fingerprints)
+    return RunResult(output, manifest, report, files, rows_written, len(committed), wall, all_fingerprints, timeline)
 
 
 def evaluate_output(output: str, storage: StorageSettings, labels: list[str] | None = None) -> tuple[dict, list[str]]:

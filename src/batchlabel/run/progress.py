@@ -16,8 +16,9 @@ def is_terminal() -> bool:
 class CommitLedger:
     """Ray actor (``ray.remote(CommitLedger)``): what the write tasks committed and which shards were empty.
 
-    Write tasks report each commit marker (fire and forget), read tasks each shard that kept no rows (and wait
-    for it); the driver polls ``snapshot()`` for the progress line.
+    Write tasks report each commit marker (fire and forget), the labeling actors each shard that kept no rows
+    (and wait for it) and, per shard, which actor read and labeled it when (``labeled``: the run's timeline,
+    fire and forget); the driver polls ``snapshot()`` for the progress line.
     """
 
     def __init__(self):
@@ -26,6 +27,8 @@ class CommitLedger:
         self.first_commit_at: float | None = None
         self.keys: set[str] = set()
         self.empties: set[str] = set()
+        self.commits: dict[str, float] = {}
+        self.labels: dict[str, dict] = {}
 
     def commit(self, marker: dict) -> None:
         if marker["key"] in self.keys:  # a retried write task commits the same shard again
@@ -34,6 +37,16 @@ class CommitLedger:
         self.rows += marker["rows"]
         self.tokens += sum(marker.get("tokens", {}).values())
         self.first_commit_at = self.first_commit_at or time.time()
+        self.commits[marker["key"]] = time.time()
+
+    def labeled(self, record: dict) -> None:
+        """One shard's trip through a labeling actor: key, actor, rows, read_at, label_at, done_at (epoch s)."""
+        self.labels.setdefault(record["key"], record)
+
+    def timeline(self) -> list[dict]:
+        """Per shard: the ``labeled`` record plus ``committed_at``, in order of reading."""
+        rows = [{**r, "committed_at": self.commits.get(k)} for k, r in self.labels.items()]
+        return sorted(rows, key=lambda r: r["read_at"])
 
     def empty(self, key: str) -> None:
         self.empties.add(key)
@@ -43,6 +56,22 @@ class CommitLedger:
 
     def empty_keys(self) -> list[str]:
         return sorted(self.empties)
+
+
+def actor_shares(timeline: list[dict], started_at: float) -> dict[str, dict]:
+    """Per labeling actor (short id): shards, rows, seconds busy reading + labeling, and when it first read and
+    last finished (seconds after ``started_at``): how evenly a run kept its actors busy."""
+    shares: dict[str, dict] = {}
+    for record in timeline:
+        share = shares.setdefault(record["actor"][:12] or "local", {"shards": 0, "rows": 0, "busy_s": 0.0,
+                                                                    "first_read_s": None, "last_done_s": 0.0})
+        share["shards"] += 1
+        share["rows"] += record["rows"]
+        share["busy_s"] = round(share["busy_s"] + record["done_at"] - record["read_at"], 3)
+        first = round(record["read_at"] - started_at, 3)
+        share["first_read_s"] = first if share["first_read_s"] is None else min(share["first_read_s"], first)
+        share["last_done_s"] = max(share["last_done_s"], round(record["done_at"] - started_at, 3))
+    return shares
 
 
 class RowProgress:

@@ -11,15 +11,10 @@ from typing import Iterator
 
 from batchlabel.config import RuntimeSpec
 
-# CPU that each read task and each write task asks Ray for. Local actors never take these: with actors
-# holding every CPU the read (or write) tasks could never be scheduled and the job would hang (it did with
-# 2 actors on 2 cores). Labeling goes per block, so no re-blocking task needs a CPU of its own.
-READ_TASK_CPUS = 0.5
+# CPU that each write task asks Ray for. Local actors never take it: with actors holding every CPU the write
+# tasks could never be scheduled and the job would hang (it did with 2 actors on 2 cores, then for the read
+# tasks). The actors read their shards themselves (io/datasource.py), so no read task needs a CPU.
 WRITE_TASK_CPUS = 0.5
-# Memory each read task reserves. Besides its own purpose it keeps Ray from fusing the read into the labeling
-# actors (Ray fuses ops whose remote args are equal, e.g. 0.5 CPU each for 2 actors on 2 cores): unfused, the
-# read tasks run beside the actors and the blocks of one big row group spread over all actors.
-READ_TASK_MEMORY = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -30,13 +25,13 @@ class ClusterResources:
 
 
 def actor_cpus(runtime: RuntimeSpec, cluster: ClusterResources) -> float:
-    """CPUs to reserve per actor so that read tasks can always be scheduled.
+    """CPUs to reserve per actor so that write tasks can always be scheduled.
 
     (docs/design.md, "Ray: read tasks, actors and the CPU deadlock")
     """
     if not cluster.started_here:
         return runtime.cpus_per_actor
-    room = max(0.01, math.floor((cluster.cpus - READ_TASK_CPUS - WRITE_TASK_CPUS) / runtime.actors * 1000) / 1000)
+    room = max(0.01, math.floor((cluster.cpus - WRITE_TASK_CPUS) / runtime.actors * 1000) / 1000)
     return min(runtime.cpus_per_actor, room)
 
 
@@ -74,7 +69,7 @@ def ray_session(runtime: RuntimeSpec, verbose: bool = False) -> Iterator[Cluster
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             ray.init(
                 address="local",  # always a new local instance, never a `ray start` cluster found by chance
-                num_cpus=max(2, os.cpu_count() or 1),  # logical: one core's worth for reads + the actors
+                num_cpus=max(2, os.cpu_count() or 1),  # logical: room for the write tasks beside the actors
                 include_dashboard=False,
                 object_store_memory=runtime.object_store_mb * 1024 * 1024,
                 _node_ip_address="127.0.0.1",
