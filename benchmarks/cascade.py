@@ -293,8 +293,9 @@ def markdown(result: dict) -> str:
     for name, stage in result["stages_alone"].items():
         if stage.get("on_escalated", {}).get("rows"):
             low = stage["on_escalated"]
-            lines += ["", f"On the {low['rows']} rows with minilm's lowest confidence (the 20% a cascade would escalate): "
-                      f"minilm {low['first_stage']:.3f}, {name} {low['llm']:.3f} accuracy."]
+            lines += ["", f"Of the {int(0.2 * result['rows'])} rows with minilm's lowest confidence (the 20% a cascade "
+                      f"would escalate), the {low['rows']} that {name} labeled: minilm {low['first_stage']:.3f}, "
+                      f"{name} {low['llm']:.3f} accuracy."]
     for name, curve in result["cascades"].items():
         lines += ["", f"## {name}", "", md_table(
             ["min_confidence", "share escalated", "accuracy", "CPU s / 1,000", "tokens / 1,000"],
