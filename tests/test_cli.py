@@ -110,7 +110,7 @@ def test_readme_demo_job_meets_the_accuracy_bar(tmp_path):
 
 # --- one table of commands, one error handler (cli/__init__.py, cli/common.py) -----------------------------------
 
-ALL_COMMANDS = ["run", "train", "eval", "submit", "jobs", "nightly", "schedule", "models", "review"]
+ALL_COMMANDS = ["run", "train", "eval", "init", "schema", "doctor", "submit", "jobs", "nightly", "schedule", "models", "review"]
 
 
 def test_help_lists_every_command_group():

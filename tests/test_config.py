@@ -38,6 +38,7 @@ def test_every_job_the_docs_name_exists_and_loads():
     texts = [(REPO / "README.md").read_text()] + [p.read_text() for p in (REPO / "docs").glob("*.md")]
     names = sorted({m for text in texts for m in re.findall(r"\bjobs/[\w.-]+\.yaml", text)})
     assert "jobs/reuters_embed.yaml" in names and "jobs/reuters_cascade_qwen.yaml" in names
+    assert "jobs/news_prompt_gpu.yaml" in names  # the GPU news template is documented (README, cluster docs)
     for name in names:
         assert isinstance(load_job(REPO / name), JobSpec), name
 

