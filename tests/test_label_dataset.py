@@ -85,15 +85,16 @@ def test_duplicate_ids_are_found_by_ray_tasks_and_refuse_the_run(ray_cluster, tm
 
 
 def test_two_actors_share_a_single_file_and_the_first_shard_commits_before_the_last_is_read(ray_cluster, tmp_path):
-    """One Parquet file, one row group, 16 shards, 2 actors: each actor reads and labels a fair share of the shards
-    (the shards are pulled by whichever actor is free), and the reading streams: the first shard is committed
-    before the last one is read. Behaviour from the run's own timeline, no wall-clock threshold."""
-    n, shard = 1600, 100
+    """One Parquet file, one row group, 24 shards, 2 actors: each actor reads and labels a fair share of the shards
+    (the shards are pulled by whichever actor is free; 0.4 s of work per shard leaves room for the actors to start
+    a few seconds apart), and the reading streams: the first shard is committed before the last one is read.
+    Behaviour from the run's own timeline, no wall-clock threshold."""
+    n, shard = 2400, 100
     path = tmp_path / "one.parquet"
     pq.write_table(pa.table({"id": [f"r{i}" for i in range(n)], "text": [f"text {i}" for i in range(n)]}), path,
                    row_group_size=n)
     raw = _job(str(path), str(tmp_path / "out"))
-    raw["method"] = {**NOOP, "options": {"sleep_s": 0.25}}  # every shard keeps its actor busy for a while
+    raw["method"] = {**NOOP, "options": {"sleep_s": 0.4}}  # every shard keeps its actor busy for a while
     raw["runtime"] = {"actors": 2, "batch_size": shard}
     raw["output"]["shard_rows"] = shard
     result = run_job(parse_job(raw), progress=False)

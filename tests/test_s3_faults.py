@@ -34,5 +34,10 @@ def test_flaky_s3_retries_and_commits_complete_output(ray_cluster, moto_endpoint
     ids = table.column("id").to_pylist()
     assert ids == local.column("id").to_pylist() and len(set(ids)) == len(ids)
     assert table.column("label").to_pylist() == local.column("label").to_pylist()
-    assert result.report["metrics"] == reference.report["metrics"]
+    # labels, counts and every label-derived metric exactly; the two confidence means up to float rounding (the two
+    # runs cut shards differently, so the encoder sees other batch shapes and the means sum rows in another order)
+    metrics, expected = dict(result.report["metrics"]), dict(reference.report["metrics"])
+    for key in ("mean_confidence_correct", "mean_confidence_wrong"):
+        assert metrics.pop(key) == pytest.approx(expected.pop(key), rel=1e-6), key
+    assert metrics == expected
     print("proxy counts:", proxy.counts)
