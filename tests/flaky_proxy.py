@@ -37,6 +37,7 @@ class FlakyProxy(ServedInThread):
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.counts = {"forwarded": 0, "503": 0, "dropped": 0, "delayed": 0}
+        self.answered: list[tuple[str, str, int]] = []  # (method, path, body bytes sent back) per forwarded request
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -93,6 +94,8 @@ class FlakyProxy(ServedInThread):
                 if self.command != "HEAD":
                     self.wfile.write(data)
                 connection.close()
+                with proxy.lock:
+                    proxy.answered.append((self.command, self.path, 0 if self.command == "HEAD" else len(data)))
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
@@ -100,6 +103,11 @@ class FlakyProxy(ServedInThread):
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def bytes_read(self, method: str = "GET") -> int:
+        """Body bytes the endpoint sent back to ``method`` requests so far (GET: what clients downloaded)."""
+        with self.lock:
+            return sum(size for command, _, size in self.answered if command == method)
 
     def _draw(self) -> str:
         with self.lock:

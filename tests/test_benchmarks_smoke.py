@@ -192,3 +192,28 @@ def test_cascade_smoke(tmp_path):
     assert all(_positive(s["cpu_s_per_1000"]) for s in result["stages_alone"].values())
     check = result["real_cascade_check"]  # the real method: cascade on Ray agrees with the per-row simulation
     assert check["rows"] == 40 and check["escalated"] > 0 and check["disagreements_with_simulation"] == 0
+
+
+def test_read_bytes_smoke(tmp_path):
+    """Both sides (here both the working tree) run eval, review export and a night against moto behind the
+    counting proxy; every command reads something and the figures are written."""
+    _run("read_bytes.py", "--smoke", "--out-dir", str(tmp_path), "--before", str(REPO / "src"), timeout=600)
+    result = json.loads((tmp_path / "read_bytes_smoke.json").read_text())
+    _check_machine(result["machine"])
+    for side in ("before", "after"):
+        for command in ("eval", "review_export", "nightly"):
+            assert result[side][command]["bytes_read"] > 0 and result[side][command]["get_requests"] > 0, (side, command)
+    assert result["before"]["eval"]["bytes_read"] == result["after"]["eval"]["bytes_read"]  # the same code
+    assert (tmp_path / "read_bytes_smoke.md").read_text().startswith("# Bytes read from S3")
+
+
+
+def test_demo_throughput_smoke(tmp_path):
+    """The README demo job (jobs/reuters_embed.yaml) on 40 rows against the bare loop on the same rows."""
+    _run("demo_throughput.py", "--smoke", "--out-dir", str(tmp_path))
+    result = json.loads((tmp_path / "demo_throughput_smoke.json").read_text())
+    _check_machine(result["machine"])
+    assert result["demo"]["rows"] == result["bare"]["rows"] == 40
+    assert _positive(result["demo"]["rows_per_s"]) and _positive(result["bare"]["rows_per_s"])
+    assert sum(a["rows"] for a in result["demo"]["actors"].values()) == 40
+    assert (tmp_path / "demo_throughput_smoke.md").read_text().startswith("# The README demo")

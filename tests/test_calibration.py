@@ -39,6 +39,9 @@ def test_auroc_equals_scikit_learn_with_ties(seed):
     conf = np.round(rng.random(500), 1)  # many ties
     right = rng.random(500) < conf
     assert auroc(conf, right) == pytest.approx(roc_auc_score(right, conf), abs=1e-12)
+    # and the definition, pair by pair: P(a correct row's confidence > a wrong row's), ties count 1/2
+    pos, neg = conf[right][:, None], conf[~right][None, :]
+    assert auroc(conf, right) == pytest.approx(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
 
 
 def test_auroc_undefined_with_one_class():

@@ -209,3 +209,62 @@ def test_report_with_pictures_written_to_s3(s3_bucket):
     pictures = {name: storage.read_bytes(join(output, name)) for name in
                 ("confusion_matrix.png", "reliability.png", "accuracy_coverage.png")}
     _check_html_report(storage.read_bytes(join(output, "report.html")).decode(), pictures)
+
+
+class _Events(HTMLParser):
+    """A page as (start tag + attributes | end tag | text) events; whitespace between tags and inside texts
+    collapsed, as a browser shows it."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.events: list[tuple] = []
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        self.events.append(("start", tag, tuple(sorted(attrs))))
+
+    def handle_endtag(self, tag):
+        self.events.append(("end", tag))
+
+    def handle_data(self, data):
+        if data.strip():
+            self.events.append(("text", " ".join(data.split())))
+
+
+def test_markdown_it_renders_the_demo_report_as_the_hand_written_converter_did():
+    """tests/fixtures: the demo job's report.md (R8, 8 labels, metrics, confidence, error reasons, drift) and the
+    <body> of the report.html the hand-written converter made of it (commit 15bbbc9): the same page, element for
+    element (the <head> is the same code: title and style)."""
+    from pathlib import Path
+
+    from batchlabel.report import markdown as md
+    from batchlabel.report.html import markdown_to_html
+
+    fixtures = Path(__file__).parent / "fixtures"
+    images = {md.CONFUSION_PNG: b"confusion-png", md.RELIABILITY_PNG: b"reliability-png", md.COVERAGE_PNG: b"coverage-png"}
+    page = markdown_to_html((fixtures / "demo_report.md").read_text(), "batchlabel report: reuters-embed", images)
+    before = _Events((fixtures / "demo_report_body.html").read_text()).events
+    body = page.split("<body>", 1)[1].split("</body>", 1)[0]
+    assert _Events(body).events == before and len(before) > 600
+    assert page.startswith("<!doctype html>") and "<title>batchlabel report: reuters-embed</title>" in page
+    missing = markdown_to_html("![confusion matrix](confusion_matrix.png)\n", "t")
+    assert '<p class="missing">[picture confusion_matrix.png not available]</p>' in missing
+
+
+def test_error_reasons_and_labels_render_safely_in_report_md_and_html(tmp_path):
+    """A `|`, a newline and a <script> in a model's reply stay inside their table cell, shown as written."""
+    reason = "bad reply: a | b\n<script>alert(1)</script> **x** `y` [z](http://e) & _w_"
+    table = pa.table({"label": ["pos", None, "ne|g"], "gold": ["pos", "neg", "pos"], "error": [None, reason, None],
+                      "confidence": [0.9, None, 0.4], "truncated": [False] * 3})
+    write_report(build_report(table, ["pos", "ne|g", "neu"]), str(tmp_path), StorageSettings(), "t")
+    markdown = (tmp_path / "report.md").read_text()
+    row = [line for line in markdown.splitlines() if "alert" in line]
+    assert len(row) == 1 and row[0].endswith(" | 1 |") and "<script>" not in markdown
+    assert row[0].replace("\\|", "").count("|") == 3  # the escaped pipe does not open a third cell
+    page = _Page()
+    page.feed((tmp_path / "report.html").read_text())
+    assert "script" not in page.tags and "a" not in page.tags and "em" not in page.tags
+    shown = " ".join(reason.split())
+    assert shown in page.text["td"]  # one cell, literally the reply (newline as a space)
+    assert page.text["td"][page.text["td"].index(shown) + 1] == "1"
+    assert page.text["td"].count("ne|g") == 2  # the label in the per-class and the distribution tables

@@ -64,3 +64,62 @@ def test_training_writes_head_to_s3(moto_endpoint, s3_bucket, r8_small):
     head = LinearHead.load(f"{s3_bucket}/heads/h1", StorageSettings(endpoint_url=moto_endpoint))
     assert head.labels == spec.label_names and head.weight.shape == (8, 384)
     assert result.rows == 80
+
+
+def test_a_model_is_downloaded_once_per_node(moto_endpoint, s3_bucket, tmp_path):
+    """Actors that start together on one node fetch each model file once (the others wait on the lock)."""
+    import threading
+
+    from flaky_proxy import FlakyProxy
+
+    from batchlabel.io.storage import local_model_dir
+
+    direct = StorageSettings(endpoint_url=moto_endpoint)
+    files = {f"model-{i}.safetensors": bytes([i]) * (1 << 20) for i in range(3)}
+    for name, data in files.items():
+        direct.write_bytes(f"{s3_bucket}/models/m1/{name}", data)
+    with FlakyProxy(moto_endpoint, fault_rate=0.0) as proxy:
+        storage = StorageSettings(endpoint_url=proxy.endpoint)
+        barrier, found = threading.Barrier(4), []
+
+        def actor() -> None:
+            barrier.wait()
+            found.append(local_model_dir(f"{s3_bucket}/models/m1", storage, cache_root=tmp_path))
+
+        threads = [threading.Thread(target=actor) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        gets = [path for method, path, _ in proxy.answered if method == "GET" and "model-" in path]
+    assert len(set(found)) == 1 and len(found) == 4
+    assert sorted(p.rsplit("/", 1)[-1].split("?")[0] for p in gets) == sorted(files)  # each file fetched once
+    assert {p.name: p.read_bytes() for p in Path(found[0]).iterdir()} == files
+
+
+def test_id_look_up_on_s3_reads_one_row_group(moto_endpoint, s3_bucket):
+    """The duplicate check's id look-up fetches the footer and one row group's id chunk, not the part file."""
+    import numpy as np
+    import pyarrow as pa
+
+    from flaky_proxy import FlakyProxy
+
+    from batchlabel.io.duplicates import _id_at
+    from batchlabel.io.reads import PART_ROW_GROUP_ROWS
+    from batchlabel.io.sink import commit_shard, part_name
+
+    rows = 3 * PART_ROW_GROUP_ROWS
+    rng = np.random.default_rng(0)
+    table = pa.table({
+        "id": [f"doc-{i:07d}" for i in range(rows)], "text": ["".join(rng.choice(list("abcdefgh"), 200)) for _ in range(rows)],
+        "label": ["a"] * rows, "error": pa.nulls(rows, pa.string()), "labeler_fingerprint": ["f"] * rows,
+        "_row": np.arange(rows) + 100, "_shard": [0] * rows, "_shard_rows": [rows] * rows,
+    })
+    output = f"{s3_bucket}/run"
+    commit_shard(output, StorageSettings(endpoint_url=moto_endpoint), "00000-00000", table)
+    size = StorageSettings(endpoint_url=moto_endpoint).s3().get_file_info(f"{output[5:]}/{part_name('00000-00000')}").size
+    with FlakyProxy(moto_endpoint, fault_rate=0.0) as proxy:
+        assert _id_at(output, StorageSettings(endpoint_url=proxy.endpoint), "00000-00000", 100 + PART_ROW_GROUP_ROWS + 5) \
+            == f"doc-{PART_ROW_GROUP_ROWS + 5:07d}"
+        part_bytes = sum(n for method, path, n in proxy.answered if method == "GET" and "part-" in path)
+    assert 0 < part_bytes < size / 10, (part_bytes, size)

@@ -26,6 +26,7 @@ SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 SETTINGS_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
 REDACTED = "***"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+LOG_GRACE_S = 30.0  # how long the log stream may run on after the job ended
 AGENT_WAIT_S = 90.0  # how long to retry "No available agent to submit job" on a head that just started
 
 
@@ -208,25 +209,58 @@ def wait(
     poll_s: float = 1.0,
     timeout_s: float | None = None,
 ) -> str:
-    """Stream the job's new log lines (through ``write``) until it ends; return the final status."""
-    shown = 0
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    last_status = None
-    while True:
+    """Stream the job's log (through ``write``) until it ends; return the final status.
+
+    The log comes from Ray's ``tail_job_logs`` (a websocket the job server pushes new lines into), never by
+    downloading the whole log again; the status (a small JSON) is polled every ``poll_s`` and printed when it
+    changes.
+    """
+    import asyncio
+
+    try:
+        return asyncio.run(asyncio.wait_for(_follow(client, submission_id, write, poll_s), timeout_s))
+    except asyncio.TimeoutError:
         current = status(client, submission_id)["status"]
-        if write is not None:
-            if current != last_status:
+        raise BatchlabelError(f"Job {submission_id} is still {current} after {timeout_s:.0f} s (it keeps running).") from None
+
+
+async def _follow(client, submission_id: str, write: Callable[[str], None] | None, poll_s: float) -> str:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+
+    async def statuses() -> str:
+        last = None
+        while True:
+            current = (await loop.run_in_executor(None, status, client, submission_id))["status"]
+            if write is not None and current != last:
                 write(f"[batchlabel] job {submission_id}: {current}\n")
-                last_status = current
-            logs = client.get_job_logs(submission_id)
-            if len(logs) > shown:
-                write(logs[shown:])
-                shown = len(logs)
-        if current in TERMINAL:
-            return current
-        if deadline is not None and time.monotonic() > deadline:
-            raise BatchlabelError(f"Job {submission_id} is still {current} after {timeout_s:.0f} s (it keeps running).")
-        time.sleep(poll_s)
+                last = current
+            if current in TERMINAL:
+                return current
+            await asyncio.sleep(poll_s)
+
+    if write is None:
+        return await statuses()
+    shown = 0
+
+    async def stream() -> None:
+        nonlocal shown
+        async for chunk in client.tail_job_logs(submission_id):
+            write(chunk)
+            shown += len(chunk)
+
+    streaming = asyncio.create_task(stream())
+    final = await statuses()
+    try:  # the job server closes the stream once the job's log is complete
+        await asyncio.wait_for(streaming, LOG_GRACE_S)
+        complete = True
+    except Exception:  # still open after the grace time, or broke off (RuntimeError, aiohttp errors)
+        complete = False
+    if not complete or not shown:  # or the job ended before its driver ran: the log once, at the end
+        rest = await loop.run_in_executor(None, client.get_job_logs, submission_id)
+        write(rest[shown:])
+    return final
 
 
 def stop(client, submission_id: str) -> bool:

@@ -1,1 +1,1 @@
-"""Input and output: storage (local and s3:// through fsspec/pyarrow), the source (list, plan, read shards) and the sink (exactly-once shard commits, manifest last)."""
+"""Input and output: storage (local and s3:// through pyarrow.fs), the source (list, plan, read shards), the sink (exactly-once shard commits, manifest last) and the reads of committed files (streamed, projected, pushed down: reads.py)."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from batchlabel.io.reads import read_rows_at
 from batchlabel.io.storage import StorageSettings, join
 
 HASHES_PER_REDUCE = 1 << 23  # 8M hashes (~200 MB sorted with their shard and row) per reduce task
@@ -77,12 +77,22 @@ def candidate_pairs(output: str, storage: StorageSettings, keys: list[str], tota
     return np.concatenate(found) if found else np.empty((0, 2), ENTRY)
 
 
+def _rows_of(output: str, storage: StorageSettings, key: str) -> np.ndarray:
+    """The row numbers saved with a shard's id hashes (only that member of the .npz is read, from a stream)."""
+    from batchlabel.io.sink import ids_url
+
+    filesystem, path = storage.resolve(ids_url(output, key))
+    with filesystem.open_input_file(path) as handle, np.load(handle) as saved:
+        return saved["rows"]
+
+
 def _id_at(output: str, storage: StorageSettings, key: str, row: int) -> str:
+    """The id of input row ``row`` of shard ``key``: one row group of the part file's id column is read."""
     from batchlabel.io.sink import part_name
 
-    position = int(np.searchsorted(_load(output, storage, key)["rows"], row))
-    table = pq.read_table(io.BytesIO(storage.read_bytes(join(output, part_name(key)))), columns=["id"])
-    return table.column("id")[position].as_py()
+    position = int(np.searchsorted(_rows_of(output, storage, key), row))  # part files are sorted by row
+    table = read_rows_at(join(output, part_name(key)), storage, [position], ["id"])
+    return table.column("id")[0].as_py()
 
 
 def find_duplicate(output: str, storage: StorageSettings, keys: list[str], total_rows: int) -> tuple | None:

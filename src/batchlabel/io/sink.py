@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from batchlabel.errors import OutputError
 from batchlabel.io.formats import id_hashes
+from batchlabel.io.reads import PART_ROW_GROUP_ROWS, concat, read_parquet_files
 from batchlabel.io.source import INTERNAL_COLUMNS
 from batchlabel.io.storage import StorageSettings, join
 
@@ -81,16 +82,17 @@ def read_committed(output: str, storage: StorageSettings, columns: list[str] | N
         raise OutputError(
             f"{output} holds no committed batchlabel run (no {MANIFEST}); it is missing or still being written."
         )
-    tables = []
-    for entry in manifest["shards"]:
-        if entry.get("file"):
-            data = pq.ParquetFile(io.BytesIO(storage.read_bytes(join(output, entry["file"]))))
-            # a shard written before a column existed (e.g. the tokens_* columns) is read without it: null there
-            present = None if columns is None else [c for c in columns if c in data.schema_arrow.names]
-            tables.append(data.read(columns=present))
-    if not tables:
+    urls = committed_files(output, manifest)
+    if not urls:
         raise OutputError(f"The run at {output} has no shards.")
-    return pa.concat_tables(tables, promote_options="permissive")
+    # streamed and projected (io/reads.py); a shard written before a column existed (e.g. the tokens_* columns)
+    # is read without it: null there
+    return concat(read_parquet_files(urls, storage, columns))
+
+
+def committed_files(output: str, manifest: dict) -> list[str]:
+    """URLs of the part files a committed run's manifest lists."""
+    return [join(output, entry["file"]) for entry in manifest["shards"] if entry.get("file")]
 
 
 def commit_shard(output: str, storage: StorageSettings, key: str, table: pa.Table) -> ShardCommit:
@@ -109,7 +111,8 @@ def commit_shard(output: str, storage: StorageSettings, key: str, table: pa.Tabl
     tokens = {c: int(pc.sum(table.column(c)).as_py() or 0) for c in table.column_names if c.startswith(TOKEN_PREFIX)}
     fingerprints = sorted(set(table.column("labeler_fingerprint").unique().to_pylist()) - {None, ""})
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    # row groups of PART_ROW_GROUP_ROWS rows: the unit an id or row look-up reads (io/reads.py)
+    pq.write_table(table, buffer, compression="zstd", row_group_size=PART_ROW_GROUP_ROWS)
     name = part_name(key)
     storage.write_bytes(join(output, name), buffer.getvalue())
     storage.write_bytes(ids_url(output, key), ids.getvalue())
@@ -131,7 +134,7 @@ def write_piece(output: str, storage: StorageSettings, key: str, table: pa.Table
 def merge_pieces(output: str, storage: StorageSettings, key: str) -> ShardCommit | None:
     """Commit a shard from its parked pieces when they hold all its rows (None otherwise); remove them."""
     urls = storage.list_files(join(output, STATE_DIR, "pieces", key))
-    tables = [pq.read_table(io.BytesIO(storage.read_bytes(u))) for u in urls]
+    tables = read_parquet_files(urls, storage)
     if not tables:
         return None
     table = pa.concat_tables(tables, promote_options="permissive").sort_by("_row")

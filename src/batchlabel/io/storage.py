@@ -1,4 +1,4 @@
-"""Local and s3:// storage through pyarrow filesystems.
+"""Local and s3:// storage through pyarrow filesystems (``pyarrow.fs``: LocalFileSystem, S3FileSystem).
 
 Credentials come only from the standard AWS environment variables (or an instance role); the
 endpoint from the spec's `storage.endpoint_url`, else ``$AWS_ENDPOINT_URL``.
@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -149,11 +151,27 @@ class StorageSettings:
                 self.write_bytes(join(url, file.relative_to(local_dir).as_posix()), file.read_bytes())
 
 
+@contextmanager
+def node_lock(target: Path) -> Iterator[None]:
+    """Hold the exclusive lock of ``target`` (``<target>.lock`` beside it): one process of this node at a time."""
+    import fcntl
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f"{target.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def local_model_dir(reference: str, settings: StorageSettings, cache_root: Path | None = None) -> str:
     """Turn a model reference into something ``from_pretrained`` can load.
 
-    s3:// prefixes are downloaded into a local cache (``$BATCHLABEL_CACHE`` or ~/.cache/batchlabel);
-    local paths and hub ids are returned unchanged.
+    s3:// prefixes are downloaded into a local cache (``$BATCHLABEL_CACHE`` or ~/.cache/batchlabel), once per
+    node: the download holds the directory's lock (``node_lock``, as encoder_cache.build_once), so actors that start
+    together wait for the first one and then find every file there (same size: skipped, nothing fetched).
+    Local paths and hub ids are returned unchanged.
     """
     if not is_remote(reference):
         return reference
@@ -161,5 +179,6 @@ def local_model_dir(reference: str, settings: StorageSettings, cache_root: Path 
 
     root = cache_root or Path(os.environ.get("BATCHLABEL_CACHE", Path.home() / ".cache" / "batchlabel"))
     target = root / "models" / hashlib.sha256(reference.encode()).hexdigest()[:16]
-    settings.download_dir(reference, target)
+    with node_lock(target):
+        settings.download_dir(reference, target)
     return str(target)

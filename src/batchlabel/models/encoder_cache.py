@@ -9,13 +9,14 @@ sees a half-written model, and the others wait and reuse it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+from batchlabel.io.storage import node_lock
 
 CACHE_DIR_NAME = ".batchlabel"
 
@@ -47,20 +48,15 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
     """``target`` if it exists; else ``build(tmp_dir)`` under an exclusive lock, then rename tmp_dir -> target."""
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f"{target.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with node_lock(target):
+        if target.is_dir():  # built by another process while we waited
+            return target
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.tmp-"))
         try:
-            if target.is_dir():  # built by another process while we waited
-                return target
-            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.tmp-"))
-            try:
-                build(tmp)
-                tmp.chmod(0o755)  # mkdtemp makes it private; the model is for every user of the encoder
-                os.rename(tmp, target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            build(tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private; the model is for every user of the encoder
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return target

@@ -7,14 +7,18 @@ partition's report (report.json "drift", the last section of report.md and repor
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from batchlabel.config.nightly import PipelineSpec
+from batchlabel.errors import BatchlabelError
 from batchlabel.io.sink import read_committed
 from batchlabel.io.storage import StorageSettings, join
-from batchlabel.nightly.partitions import list_partitions, partition_url
+from batchlabel.nightly.partitions import last_per_key, list_partitions, lookup, partition_url
 from batchlabel.nightly.staging import REASON_COLUMN, read_corpus_keys
+from batchlabel.report.escape import cell
 from batchlabel.report.metrics import ERROR_LABEL
 
 DRIFT_JSON = "drift.json"
@@ -23,33 +27,43 @@ DRIFT_MD = "drift.md"
 
 def label_distribution(labels: list[str | None], errors: list[str | None], names: list[str]) -> dict[str, float]:
     """Share of each label (and of error rows, as "(error)", when there are any)."""
-    counts = Counter(label if error is None else ERROR_LABEL for label, error in zip(labels, errors))
-    total = sum(counts.values()) or 1
+    return distribution_of(pa.table({"label": pa.array(labels, pa.string()), "error": pa.array(errors, pa.string())}), names)
+
+
+def distribution_of(table: pa.Table, names: list[str]) -> dict[str, float]:
+    """``label_distribution`` of a table (columns label, error), counted by Arrow."""
+    label, error = table.column("label").cast(pa.string()), table.column("error").cast(pa.string())
+    effective = pc.if_else(pc.is_null(error), label, pa.scalar(ERROR_LABEL))
+    counts = {item["values"]: item["counts"] for item in pc.value_counts(effective).to_pylist()}
+    total = table.num_rows or 1
     keys = names + ([ERROR_LABEL] if counts.get(ERROR_LABEL) else [])
     return {key: counts.get(key, 0) / total for key in keys}
 
 
 def current_distribution(
-    partition: str, storage: StorageSettings, previous: dict[str, tuple], labeled: bool, names: list[str]
+    partition: str, storage: StorageSettings, previous: pa.Table, labeled: bool, names: list[str]
 ) -> dict[str, float]:
     """Label shares over tonight's corpus: tonight's labels for the delta, the latest earlier ones otherwise.
 
     ``previous`` is ``latest_keys`` of the partitions before tonight; ``labeled``: tonight labeled a delta.
+    Arrow joins of the corpus keys with tonight's labels and with ``previous``.
     """
     corpus = read_corpus_keys(partition, storage)
-    tonight: dict[str, tuple] = {}
+    relabeled = pc.is_valid(corpus.column(REASON_COLUMN))
+    sources = [(pc.invert(relabeled), previous)]
     if labeled:
-        table = read_committed(partition, storage, columns=["id", "label", "error"])
-        tonight = dict(zip(table.column("id").to_pylist(), zip(table.column("label").to_pylist(), table.column("error").to_pylist())))
-    labels, errors = [], []
-    for key, reason in zip(corpus.column("id").to_pylist(), corpus.column(REASON_COLUMN).to_pylist()):
-        if reason is not None:
-            label, error = tonight[key]
-        else:
-            label, error = previous[key][2], previous[key][3]
-        labels.append(label)
-        errors.append(error)
-    return label_distribution(labels, errors, names)
+        tonight = last_per_key(read_committed(partition, storage, columns=["id", "label", "error"]))
+        sources.append((relabeled, tonight))
+    elif pc.any(relabeled).as_py():
+        raise BatchlabelError(f"{partition} staged rows to label but holds no labeled delta.")
+    parts = []
+    for mask, labels in sources:
+        joined = lookup(corpus.filter(mask).select(["id"]), labels, ["label", "error"])
+        if joined.column("_found").null_count:
+            missing = joined.filter(pc.is_null(joined.column("_found"))).column("id")[0].as_py()
+            raise BatchlabelError(f"{partition}: the corpus row {missing!r} has no label, tonight or earlier.")
+        parts.append(joined.select(["label", "error"]))
+    return distribution_of(pa.concat_tables(parts, promote_options="permissive"), names)
 
 
 def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
@@ -143,7 +157,7 @@ def render_drift(drift: dict[str, Any]) -> str:
     for label, share in drift["label_distribution"].items():
         before = prev_dist.get(label)
         delta = f"{share - before:+.4f}" if before is not None else ""
-        lines.append(f"| {label} | {share:.4f} | {'' if before is None else f'{before:.4f}'} | {delta} |")
+        lines.append(f"| {cell(label)} | {share:.4f} | {'' if before is None else f'{before:.4f}'} | {delta} |")
     if drift["violations"]:
         lines += ["", "### Regressions", ""] + [f"- {v}" for v in drift["violations"]]
     return "\n".join(lines) + "\n"

@@ -10,14 +10,17 @@ import datetime as dt
 import re
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 
 from batchlabel.errors import BatchlabelError
-from batchlabel.io.sink import read_committed, read_manifest
+from batchlabel.io.reads import read_parquet_files
+from batchlabel.io.sink import committed_files, read_manifest
 from batchlabel.io.storage import StorageSettings, join
 
 PARTITION_PREFIX = "date="
 KEY_COLUMNS = ["id", "text_hash", "labeler_fingerprint", "label", "error"]
+ORDER = "__batchlabel_order"  # a row-number column of the joins and group-bys below
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -60,28 +63,59 @@ def list_partitions(root: str, storage: StorageSettings) -> list[str]:
 
 def committed_partitions(
     root: str, storage: StorageSettings, before: str | None = None, upto: str | None = None
-) -> Iterator[tuple[str, str]]:
-    """(date, url) of each committed partition, ascending, with date < ``before`` and date <= ``upto``."""
+) -> Iterator[tuple[str, str, dict]]:
+    """(date, url, manifest) of each committed partition, ascending, with date < ``before`` and date <= ``upto``."""
     for date in list_partitions(root, storage):
         if (before is not None and date >= before) or (upto is not None and date > upto):
             break
         partition = partition_url(root, date)
-        if read_manifest(partition, storage) is not None:
-            yield date, partition
+        manifest = read_manifest(partition, storage)
+        if manifest is not None:
+            yield date, partition, manifest
 
 
-def latest_keys(root: str, storage: StorageSettings, before: str) -> dict[str, tuple]:
-    """id -> (text_hash, fingerprint, label, error, date) of each id's latest label before ``before``.
+def read_partitions(root: str, storage: StorageSettings, columns: list[str] | None = None, before: str | None = None,
+                    upto: str | None = None) -> pa.Table | None:
+    """The ``columns`` of every committed partition's rows, in date order, with a ``date`` column (None: none).
 
-    Reads the key columns of every committed partition: call it once per night and pass the result on.
+    The part files of all nights are read together (io/reads.py: in parallel, only those columns).
     """
-    latest: dict[str, tuple] = {}
-    for date, partition in committed_partitions(root, storage, before=before):
-        table = read_committed(partition, storage, columns=KEY_COLUMNS)
-        columns = [table.column(name).to_pylist() for name in KEY_COLUMNS]
-        for key, digest, fingerprint, label, error in zip(*columns):
-            latest[key] = (digest, fingerprint, label, error, date)
-    return latest
+    files = [(date, url) for date, partition, manifest in committed_partitions(root, storage, before, upto)
+             for url in committed_files(partition, manifest)]
+    if not files:
+        return None
+    tables = read_parquet_files([url for _, url in files], storage, columns)
+    dated = [t.append_column("date", pa.array([date] * t.num_rows, pa.string())) for (date, _), t in zip(files, tables)]
+    return pa.concat_tables(dated, promote_options="permissive")
+
+
+def latest_keys(root: str, storage: StorageSettings, before: str) -> pa.Table:
+    """(id, text_hash, labeler_fingerprint, label, error, date): each id's latest label before ``before``.
+
+    Reads the key columns (only those) of every committed partition: call it once per night and pass the result
+    on. One row per id, in the order of the rows that hold the latest labels.
+    """
+    table = read_partitions(root, storage, KEY_COLUMNS, before=before)
+    if table is None:
+        return pa.schema([(name, pa.string()) for name in [*KEY_COLUMNS, "date"]]).empty_table()
+    return last_per_key(table.select([*KEY_COLUMNS, "date"]))
+
+
+def last_per_key(table: pa.Table, key: str = "id") -> pa.Table:
+    """The last row of each ``key`` value (later rows win), kept in table order (an Arrow group-by)."""
+    if not table.num_rows:
+        return table
+    indexed = table.select([key]).append_column(ORDER, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    last = indexed.group_by(key, use_threads=False).aggregate([(ORDER, "max")]).column(f"{ORDER}_max")
+    return table.take(pa.array(np.sort(last.to_numpy()), pa.int64()))
+
+
+def lookup(left: pa.Table, right: pa.Table, columns: list[str], key: str = "id") -> pa.Table:
+    """``left`` (rows in order) with ``columns`` of the ``right`` row of the same ``key`` (one per key there), and
+    ``_found`` (null where ``right`` has none): an Arrow hash join."""
+    left = left.append_column(ORDER, pa.array(np.arange(left.num_rows, dtype=np.int64)))
+    right = right.select([key, *columns]).append_column("_found", pa.array(np.ones(right.num_rows, dtype=bool)))
+    return left.join(right, keys=key, join_type="left outer").sort_by(ORDER).drop_columns([ORDER])
 
 
 def current_labels(root: str, storage: StorageSettings, upto: str | None = None) -> pa.Table:
@@ -89,14 +123,7 @@ def current_labels(root: str, storage: StorageSettings, upto: str | None = None)
 
     Ids removed from the corpus stay in it (they were labeled once); filter by the corpus if needed.
     """
-    tables = []
-    for date, partition in committed_partitions(root, storage, upto=upto):
-        table = read_committed(partition, storage)
-        tables.append(table.append_column("date", pa.array([date] * table.num_rows, pa.string())))
-    if not tables:
+    table = read_partitions(root, storage, upto=upto)
+    if table is None:
         raise BatchlabelError(f"{root} holds no committed nightly partition.")
-    table = pa.concat_tables(tables, promote_options="permissive")
-    seen: dict[str, int] = {}
-    for index, key in enumerate(table.column("id").to_pylist()):
-        seen[key] = index  # later partitions win
-    return table.take(pa.array(sorted(seen.values())))
+    return last_per_key(table)

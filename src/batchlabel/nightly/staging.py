@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import io
 import json
-from collections import Counter
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchlabel.config import JobSpec, parse_job
 from batchlabel.errors import BatchlabelError
 from batchlabel.hashing import text_hash
+from batchlabel.io.reads import parquet_schema, read_parquet
 from batchlabel.io.storage import StorageSettings, join
+from batchlabel.nightly.partitions import lookup
 
 STAGING = "_input/delta.parquet"
 CORPUS_KEYS = "_input/corpus.parquet"
@@ -28,21 +30,39 @@ REASON_COLUMN = "nightly_reason"
 STAGING_META_KEY = b"batchlabel.nightly"  # stored in staged files: a file format, not a module name
 
 
-def relabel_reason(before: tuple | None, digest: str | None, fingerprint: str, relabel_errors: bool) -> str | None:
-    """Why a corpus row is re-labeled tonight (None: it keeps its latest label ``before``)."""
-    if before is None:
-        return "new"
-    if before[0] != digest:
-        return "changed_text"
-    if before[1] != fingerprint:
-        return "fingerprint"
-    if relabel_errors and before[3] is not None:
-        return "error"
-    return None
+REASONS = ("new", "changed_text", "fingerprint", "error")
+
+
+def _differs(values: pa.ChunkedArray, other) -> pa.ChunkedArray:
+    """values != other, with null equal to null (as Python's ``!=`` on None)."""
+    same = pc.fill_null(pc.equal(values, other), False)
+    both_null = pc.and_(pc.is_null(values), pc.is_null(other) if isinstance(other, pa.ChunkedArray) else False)
+    return pc.invert(pc.or_(same, both_null))
+
+
+def relabel_reasons(shard: pa.Table, previous: pa.Table, fingerprint: str, relabel_errors: bool) -> pa.Array:
+    """Why each row of ``shard`` (columns id, text_hash) is re-labeled tonight; null: it keeps its latest label.
+
+    An Arrow join with ``previous`` (``latest_keys``); the first that holds wins: "new" (no earlier label),
+    "changed_text" (text hash differs), "fingerprint" (labeled by another labeler), "error" (``relabel_errors``
+    and the latest label was an error).
+    """
+    digests = shard.select(["id", "text_hash"]).rename_columns(["id", "_digest"])
+    digests = digests.cast(pa.schema([("id", pa.string()), ("_digest", pa.string())]))
+    joined = lookup(digests, previous, ["text_hash", "labeler_fingerprint", "error"])
+    conditions = [
+        pc.is_null(joined.column("_found")),
+        _differs(joined.column("text_hash"), joined.column("_digest")),
+        _differs(joined.column("labeler_fingerprint"), pa.scalar(fingerprint, pa.string())),
+        pc.and_(pc.is_valid(joined.column("error")), pa.scalar(bool(relabel_errors))),
+    ]
+    cases = pa.StructArray.from_arrays([pc.fill_null(c, False).combine_chunks() for c in conditions],
+                                       names=list(REASONS))
+    return pc.case_when(cases, *(pa.scalar(reason, pa.string()) for reason in REASONS))
 
 
 def stage_delta(
-    job: JobSpec, storage: StorageSettings, previous: dict[str, tuple], fingerprint: str, relabel_errors: bool
+    job: JobSpec, storage: StorageSettings, previous: pa.Table, fingerprint: str, relabel_errors: bool
 ) -> tuple[pa.Table, pa.Table, dict[str, int]]:
     """Read the corpus shard by shard; return (rows to re-label, (id, reason) of every corpus row, counts).
 
@@ -50,30 +70,28 @@ def stage_delta(
     """
     from batchlabel.io.source import plan_input, read_shards
 
-    counts = Counter({"new": 0, "changed_text": 0, "fingerprint": 0, "error": 0, "unchanged": 0})
     parts: list[pa.Table] = []
-    all_ids: list[str] = []
-    all_reasons: list[str | None] = []
+    keys: list[pa.Table] = []
     plan = plan_input(job.input, storage, shard_rows=100_000)
     for file in plan.files:
         for table in read_shards(job.input, storage, file, file.shards):
-            ids = table.column("id").to_pylist()
-            reasons = []
-            for key, text in zip(ids, table.column("text").to_pylist()):
-                digest = text_hash(text) if isinstance(text, str) else None
-                reason = relabel_reason(previous.get(key), digest, fingerprint, relabel_errors)
-                counts[reason or "unchanged"] += 1
-                reasons.append(reason)
-            all_ids += ids
-            all_reasons += reasons
-            table = table.drop_columns(["_shard", "_row"]).append_column(REASON_COLUMN, pa.array(reasons, pa.string()))
-            parts.append(table.filter(pa.array([r is not None for r in reasons], pa.bool_())))
+            digests = [text_hash(text) if isinstance(text, str) else None for text in table.column("text").to_pylist()]
+            shard = pa.table({"id": table.column("id"), "text_hash": pa.array(digests, pa.string())})
+            reasons = relabel_reasons(shard, previous, fingerprint, relabel_errors)
+            keys.append(pa.table({"id": table.column("id"), REASON_COLUMN: reasons}))
+            table = table.drop_columns(["_shard", "_row"]).append_column(REASON_COLUMN, reasons)
+            parts.append(table.filter(pc.is_valid(reasons)))
     delta = pa.concat_tables(parts, promote_options="permissive")
-    corpus = pa.table({"id": pa.array(all_ids, pa.string()), REASON_COLUMN: pa.array(all_reasons, pa.string())})
+    schema = pa.schema([("id", pa.string()), (REASON_COLUMN, pa.string())])
+    corpus = pa.concat_tables([k.cast(schema) for k in keys]) if keys else schema.empty_table()
+    reasons = corpus.column(REASON_COLUMN)
+    counts = {reason: int(pc.sum(pc.equal(reasons, reason)).as_py() or 0) for reason in REASONS}
+    counts["unchanged"] = reasons.null_count
     counts["corpus"] = plan.total_rows
     counts["relabel"] = delta.num_rows
-    counts["removed"] = len(set(previous) - set(all_ids))
-    return delta, corpus, dict(counts)
+    gone = pc.invert(pc.is_in(previous.column("id"), value_set=corpus.column("id").combine_chunks()))
+    counts["removed"] = int(pc.sum(gone).as_py() or 0)
+    return delta, corpus, counts
 
 
 def write_staged(url: str, storage: StorageSettings, table: pa.Table, meta: dict) -> None:
@@ -86,8 +104,7 @@ def write_staged(url: str, storage: StorageSettings, table: pa.Table, meta: dict
 
 def read_staging_meta(url: str, storage: StorageSettings) -> dict:
     """The staging meta of a file written by ``write_staged``."""
-    filesystem, path = storage.resolve(url)
-    metadata = pq.read_schema(path, filesystem=filesystem).metadata or {}
+    metadata = parquet_schema(url, storage).metadata or {}  # the footer only
     if STAGING_META_KEY not in metadata:
         raise BatchlabelError(f"{url} was not written by `batchlabel nightly`; remove it and run the night again.")
     return json.loads(metadata[STAGING_META_KEY])
@@ -97,7 +114,7 @@ def stage_night(
     job: JobSpec,
     storage: StorageSettings,
     partition: str,
-    previous: dict[str, tuple],
+    previous: pa.Table,
     meta: dict,
     relabel_errors: bool,
 ) -> dict[str, int]:
@@ -114,7 +131,7 @@ def stage_night(
 
 def read_corpus_keys(partition: str, storage: StorageSettings) -> pa.Table:
     """(id, nightly_reason) of every corpus row of the night staged in ``partition``."""
-    return pq.read_table(io.BytesIO(storage.read_bytes(join(partition, CORPUS_KEYS))))
+    return read_parquet(join(partition, CORPUS_KEYS), storage)
 
 
 def delta_input(job: JobSpec, partition: str) -> dict:

@@ -1,4 +1,5 @@
-"""Confidence quality vs gold (numpy only): calibration error, reliability bins, AUROC, accuracy-coverage.
+"""Confidence quality vs gold (numpy; AUROC by scikit-learn): calibration error, reliability bins, AUROC,
+accuracy-coverage.
 
 Inputs everywhere: ``confidence`` (one float per row, the labeler's confidence in its label) and ``correct``
 (one bool per row: the label equals gold). Rows without a confidence (NaN) are dropped by ``clean``.
@@ -58,34 +59,19 @@ def expected_calibration_error(confidence: Any, correct: Any, bins: int = DEFAUL
     return float(sum(b["rows"] / total * abs(b["accuracy"] - b["mean_confidence"]) for b in table if b["rows"]))
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``values``, ties get the mean of the ranks they span (as scipy.stats.rankdata)."""
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    starts = np.concatenate(([True], ordered[1:] != ordered[:-1]))
-    group = np.cumsum(starts) - 1
-    first = np.flatnonzero(starts)
-    last = np.concatenate((first[1:], [len(values)])) - 1
-    mean_rank = (first + last) / 2.0 + 1.0
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = mean_rank[group]
-    return ranks
-
-
 def auroc(confidence: Any, correct: Any) -> float | None:
-    """Area under the ROC curve of confidence as a score for "correct" (Mann-Whitney U, ties averaged).
+    """Area under the ROC curve of confidence as a score for "correct" (scikit-learn's ``roc_auc_score``).
 
     The chance that a random correct row has a higher confidence than a random wrong one (ties count 1/2).
     None when all rows are correct or all wrong (undefined).
     """
+    from sklearn.metrics import roc_auc_score
+
     conf, right = clean(confidence, correct)
     positives = int(np.count_nonzero(right))
-    negatives = right.size - positives
-    if not positives or not negatives:
+    if not positives or positives == right.size:
         return None
-    ranks = _average_ranks(conf)
-    u = ranks[right].sum() - positives * (positives + 1) / 2.0
-    return float(u / (positives * negatives))
+    return float(roc_auc_score(right, conf))
 
 
 def coverage_curve(confidence: Any, correct: Any) -> dict[str, np.ndarray]:

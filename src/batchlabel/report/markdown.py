@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchlabel.report.escape import cell
+
 CONFUSION_PNG = "confusion_matrix.png"
 RELIABILITY_PNG = "reliability.png"
 COVERAGE_PNG = "accuracy_coverage.png"
@@ -36,13 +38,13 @@ def render_markdown(report: dict[str, Any], title: str) -> str:
             "|---|---:|---:|---:|---:|",
         ]
         for label, m in metrics["per_class"].items():
-            lines.append(f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+            lines.append(f"| {cell(label)} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
         lines += ["", f"![confusion matrix]({CONFUSION_PNG})"]
     else:
         lines.append("- no gold labels: metrics not computed")
     if report["gold_outside_label_set"]["rows"]:
         g = report["gold_outside_label_set"]
-        lines.append(f"- {g['rows']} gold labels outside the label set were excluded (e.g. {', '.join(g['examples'])})")
+        lines.append(f"- {g['rows']} gold labels outside the label set were excluded (e.g. {cell(', '.join(g['examples']))})")
     if report.get("calibration", {}).get("rows"):
         lines += calibration_markdown(report["calibration"], metrics or {})
     if report.get("usage"):
@@ -52,10 +54,10 @@ def render_markdown(report: dict[str, Any], title: str) -> str:
 
         lines += cascade_markdown(report["cascade"])
     lines += ["", "## Label distribution", "", "| label | rows |", "|---|---:|"]
-    lines += [f"| {label} | {count} |" for label, count in report["label_distribution"].items()]
+    lines += [f"| {cell(label)} | {count} |" for label, count in report["label_distribution"].items()]
     if report["error_reasons"]:
         lines += ["", "## Error reasons", "", "| reason | rows |", "|---|---:|"]
-        lines += [f"| {reason} | {count} |" for reason, count in report["error_reasons"].items()]
+        lines += [f"| {cell(reason)} | {count} |" for reason, count in report["error_reasons"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchlabel.report.escape import cell
+
 #: where error rows go in per_label (the name report.metrics gives them in the confusion matrix)
 ERROR_LABEL = "(error)"
 #: the output's token columns and the report's names for them
@@ -101,7 +103,7 @@ def usage_markdown(section: Mapping[str, Any] | None) -> list[str]:
         header = "| label | rows | prompt tokens | cached | output tokens |" + (" cost (USD) |" if cost else "")
         lines += ["", header, "|---|---:|---:|---:|---:|" + ("---:|" if cost else "")]
         for name, entry in section["per_label"].items():
-            row = (f"| {name} | {entry['rows']:,} | {entry['prompt_tokens']:,} | {entry['cached_prompt_tokens']:,} "
+            row = (f"| {cell(name)} | {entry['rows']:,} | {entry['prompt_tokens']:,} | {entry['cached_prompt_tokens']:,} "
                    f"| {entry['output_tokens']:,} |")
             lines.append(row + (f" {entry['cost_usd']:.4g} |" if cost else ""))
     return lines + [""]

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from batchlabel.errors import BatchlabelError
 from batchlabel.hashing import text_hash
-from batchlabel.io.sink import read_manifest
-from batchlabel.io.storage import StorageSettings, join
+from batchlabel.io.reads import concat, parquet_schema, read_parquet_files
+from batchlabel.io.sink import committed_files, read_manifest
+from batchlabel.io.storage import StorageSettings
 from batchlabel.review import labelstudio
 
 FORMATS = ("label-studio", "csv")
@@ -38,13 +38,7 @@ def output_shards(output: str, storage: StorageSettings) -> tuple[dict, list[str
     manifest = read_manifest(output, storage)
     if manifest is None:
         raise BatchlabelError(f"{output} holds no committed batchlabel run (no _manifest.json): nothing to export.")
-    return manifest, [join(output, entry["file"]) for entry in manifest["shards"] if entry.get("file")]
-
-
-def read_columns(url: str, storage: StorageSettings, columns: list[str]) -> pa.Table:
-    """The ``columns`` of one part file that it has."""
-    parquet = pq.ParquetFile(io.BytesIO(storage.read_bytes(url)))
-    return parquet.read(columns=[c for c in columns if c in parquet.schema_arrow.names])
+    return manifest, committed_files(output, manifest)
 
 
 def select_rows(table: pa.Table, below: float, sample_above: int, seed: int) -> tuple[pa.Table, dict[str, int]]:
@@ -68,10 +62,11 @@ def select_rows(table: pa.Table, below: float, sample_above: int, seed: int) -> 
 
 
 def _texts_from_output(shards: list[str], storage: StorageSettings, ids: pa.Array) -> dict[str, str]:
+    """id -> text of the chosen rows: an id look-up per part file (row groups without them are not read)."""
     texts: dict[str, str] = {}
-    for url in shards:
-        part = read_columns(url, storage, ["id", "text"])
-        part = part.filter(pc.is_in(part.column("id"), value_set=ids))
+    if not len(ids):
+        return texts
+    for part in read_parquet_files(shards, storage, ["id", "text"], ids=ids):
         texts.update(zip(part.column("id").to_pylist(), part.column("text").to_pylist()))
     return texts
 
@@ -101,14 +96,14 @@ def export_review(
     manifest, shards = output_shards(output, storage)
     if not shards:
         raise BatchlabelError(f"The run at {output} has no shards: nothing to export.")
-    has_text = "text" in pq.read_schema(io.BytesIO(storage.read_bytes(shards[0]))).names
+    has_text = "text" in parquet_schema(shards[0], storage).names  # the footer only
     if not has_text and input_spec is None:
         raise BatchlabelError(
             f"{output} was written without its texts (output.keep_text: false), and reviewers need them: pass "
             "--input with the job's input (path, and --id-column/--text-column if not id/text), or label with "
             "output.keep_text: true."
         )
-    table = pa.concat_tables([read_columns(url, storage, LIGHT_COLUMNS) for url in shards], promote_options="permissive")
+    table = concat(read_parquet_files(shards, storage, LIGHT_COLUMNS))
     chosen, summary = select_rows(table, below, sample_above, seed)
     ids = chosen.column("id").combine_chunks() if chosen.num_rows else pa.array([], pa.string())
     if has_text:

@@ -22,10 +22,11 @@ import pyarrow.parquet as pq
 
 from batchlabel.config.labels import LabelNormalizer, LabelSpec
 from batchlabel.errors import BatchlabelError
+from batchlabel.io.reads import read_parquet, read_parquet_files
 from batchlabel.io.sink import read_manifest
 from batchlabel.io.storage import StorageSettings
 from batchlabel.review import labelstudio
-from batchlabel.review.export import output_shards, read_columns
+from batchlabel.review.export import output_shards
 
 GOLD_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("text", pa.string()), pa.field("gold", pa.string())])
 
@@ -60,8 +61,8 @@ def read_reviewed(data: bytes, name: str) -> tuple[list[dict[str, Any]], dict[st
 
 def _known_ids(output: str, storage: StorageSettings) -> set[str]:
     ids: set[str] = set()
-    for url in output_shards(output, storage)[1]:
-        ids.update(read_columns(url, storage, ["id"]).column("id").to_pylist())
+    for part in read_parquet_files(output_shards(output, storage)[1], storage, ["id"]):
+        ids.update(part.column("id").to_pylist())
     return ids
 
 
@@ -148,7 +149,7 @@ def _merge_into(gold: str, storage: StorageSettings, rows: list[dict[str, Any]])
     new = pa.table({name: [row[name] for row in rows] for name in GOLD_SCHEMA.names}, schema=GOLD_SCHEMA)
     replaced = 0
     if storage.exists(gold):
-        old = pq.read_table(io.BytesIO(storage.read_bytes(gold)))
+        old = read_parquet(gold, storage, GOLD_SCHEMA.names)
         missing = [name for name in GOLD_SCHEMA.names if name not in old.column_names]
         if missing:
             raise BatchlabelError(f"{gold} exists but is not a gold file (no column(s) {', '.join(missing)})")
